@@ -1,0 +1,31 @@
+"""labkit: the implementations behind the Trustworthy & Aligned Deep Learning lab notebooks.
+
+A notebook imports ``labkit`` and the module of its topic. The shared core:
+
+* ``labkit.runtime``  — ``setup()`` (seeds, device, environment line), ``get_device()``, the cache folder;
+* ``labkit.models``   — ``load_lm()``, ``load_embedder()``, ``python -m labkit download``;
+* ``labkit.hooks``    — ``capture()`` and ``patch()`` on named activation sites (``resid_post.12``, ``head.3``, …);
+* ``labkit.datasets`` — the course corpus and data loaders;
+* ``labkit.check``    — the checks that follow every exercise;
+* ``labkit.viz``      — plotting helpers.
+"""
+
+__version__ = "0.1.0"
+
+from labkit.runtime import get_device, seed_everything, setup  # noqa: E402
+
+__all__ = ["__version__", "setup", "get_device", "seed_everything", "load_lm", "load_embedder"]
+
+
+def load_lm(*args, **kwargs):
+    """Shortcut for :func:`labkit.models.load_lm` (imports transformers on first use)."""
+    from labkit.models import load_lm as _load_lm
+
+    return _load_lm(*args, **kwargs)
+
+
+def load_embedder(*args, **kwargs):
+    """Shortcut for :func:`labkit.models.load_embedder`."""
+    from labkit.models import load_embedder as _load_embedder
+
+    return _load_embedder(*args, **kwargs)

