@@ -1,0 +1,99 @@
+"""The course in one place: where it is published, its notebooks, and the links to open them.
+
+Everything that names the repository (Colab and Binder links in the README and in every title cell, the
+pinned install on Colab) is generated from the constants here by ``python -m labkit stamp``. A fork
+changes ``REPOSITORY`` (and ``REF`` for a release tag), runs the stamp command, and every link follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from labkit import __version__
+
+#: GitHub ``owner/name`` of the course repository.
+REPOSITORY = "trustworthy-dl/lab-notebooks"
+#: The git ref that links and the Colab install point to: the release tag of this labkit version.
+REF = f"v{__version__}"
+
+
+@dataclass(frozen=True)
+class Notebook:
+    number: str
+    slug: str
+    title: str
+    part: str
+    topic: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.number}_{self.slug}.ipynb"
+
+
+PARTS = {
+    "0": "Start",
+    "A": "Explaining predictions",
+    "B": "Looking inside language models",
+    "C": "Bias and values",
+    "D": "Aligning to human preferences",
+    "E": "Responsible data",
+}
+
+NOTEBOOKS = [
+    Notebook("00", "start_here", "Start here", "0", "running the course, a tour of labkit, how exercises work"),
+    Notebook("01", "feature_attribution", "Feature attribution and how to evaluate it", "A",
+             "captum attributions, deletion/insertion, sanity checks, certified stability (MuS)"),
+    Notebook("02", "counterfactuals", "Counterfactual explanations and recourse", "A",
+             "Wachter counterfactuals, least-cost recourse as an ILP, visual counterfactuals"),
+    Notebook("03", "concepts", "Concepts: concept bottleneck models and TCAV", "A",
+             "CBMs and test-time intervention, TCAV with significance, label-free CBMs"),
+    Notebook("04", "data_attribution", "Training-data attribution: influence functions and datamodels", "A",
+             "influence functions vs leave-one-out, TracIn, datamodels, TRAK"),
+    Notebook("05", "explaining_llms", "Explaining language-model behaviour", "B",
+             "token attributions, probes, neuron explanations, in-context learning, uncertainty"),
+    Notebook("06", "representation_engineering", "Representation engineering: reading and steering", "B",
+             "reading vectors, activation addition, dose-response"),
+    Notebook("07", "sae_and_circuits", "Sparse autoencoders and circuits", "B",
+             "superposition, SAEs, attribution patching vs activation patching"),
+    Notebook("08", "causal_mediation", "Causal mediation analysis of gender bias", "B",
+             "total, direct and indirect effects of neurons and heads (Vig et al. 2020)"),
+    Notebook("09", "bias_in_representations", "Bias in learned representations", "C",
+             "shortcut learning, WEAT/SEAT, stereotypes, position bias, contextual calibration"),
+    Notebook("10", "values_and_opinions", "Values and opinions of language models", "C",
+             "survey elicitation, prompt sensitivity, tropes, utilities"),
+    Notebook("11", "reward_models_rlhf", "Reward models and RLHF", "D",
+             "Bradley-Terry reward models, KL-regularised optimum, best-of-n, over-optimisation"),
+    Notebook("12", "dpo", "Direct Preference Optimization", "D",
+             "DPO derivation, tabular ground truth, LoRA DPO on SmolLM2, likelihood displacement"),
+    Notebook("13", "pluralistic_alignment", "Diverse preferences and pluralistic alignment", "D",
+             "EM over annotator groups, MaxMin policies, Overton/steerable/distributional pluralism"),
+    Notebook("14", "constitutional_ai", "RL from AI feedback and Constitutional AI", "D",
+             "critique and revision, AI judges and their biases, collective constitutions"),
+    Notebook("15", "datasheets", "Datasheets for datasets", "E",
+             "the Gebru et al. questions, a datasheet form, automatic data audits"),
+]
+BY_NUMBER = {nb.number: nb for nb in NOTEBOOKS}
+
+
+def colab_url(path: str) -> str:
+    """Open ``path`` (relative to the repository root, e.g. ``notebooks/00_start_here.ipynb``) in Colab."""
+    return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{REF}/{path}"
+
+
+def binder_url(path: str) -> str:
+    """Open ``path`` in JupyterLab on Binder."""
+    return f"https://mybinder.org/v2/gh/{REPOSITORY}/{REF}?labpath={quote(path, safe='')}"
+
+
+def install_spec() -> str:
+    """The pip requirement that installs this exact labkit release on Colab."""
+    return f"labkit @ git+https://github.com/{REPOSITORY}@{REF}"
+
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
+
+
+def badges(path: str) -> str:
+    return f"[![Open in Colab]({COLAB_BADGE})]({colab_url(path)}) [![Launch on Binder]({BINDER_BADGE})]({binder_url(path)})"

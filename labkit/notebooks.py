@@ -1,0 +1,295 @@
+"""Course tooling for the notebooks themselves (used by maintainers, not by the lessons).
+
+* **Stamping** (``python -m labkit stamp``): the title cell and the setup cell of every notebook are
+  rendered from one template (below) and written into the notebooks, so all notebooks open the same way
+  and their Colab/Binder links and measured runtimes come from one place (``labkit.course`` and
+  ``benchmarks/notebooks.json``). The README's course map is refreshed at the same time.
+* **Student versions** (``python -m labkit exercises``): ``notebooks/exercises/NN_*.ipynb`` is generated
+  from the complete notebook: code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (the nbgrader
+  markers) becomes ``raise NotImplementedError()``, outputs and execution counts are cleared. Solutions
+  must sit inside a function body, so that the exercise's check can hand back the reference
+  implementation and "Run all" continues.
+
+Cells are recognised by tags in their metadata: ``labkit-title``, ``labkit-setup``, ``labkit-course-map``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import nbformat
+
+from labkit import course
+
+TITLE_TAG = "labkit-title"
+SETUP_TAG = "labkit-setup"
+MAP_TAG = "labkit-course-map"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
+STUDENT_NOTE = (
+    "> **Student version.** Solutions are removed: fill in each cell that raises `NotImplementedError`, then run "
+    "the check below it. Until you do, the check uses the reference implementation so the rest of the notebook "
+    "still runs. Generated from `../{filename}` by `python -m labkit exercises`; do not edit by hand."
+)
+
+SETUP_TEMPLATE = '''\
+# Setup — the same cell opens every notebook (stamped by `python -m labkit stamp`; edit the template, not this cell).
+import subprocess, sys
+if "google.colab" in sys.modules:  # On Colab only: install this course's labkit (pinned) and its offline models.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{install_spec}"], check=True)
+    subprocess.run([sys.executable, "-m", "labkit", "download", "--quiet"], check=True)
+import labkit
+device = labkit.setup(seed=0)'''
+
+
+class NotebookError(ValueError):
+    """A notebook that breaks the course's conventions."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Locations
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``notebooks/`` and ``labkit/``)."""
+    for candidate in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (candidate / "notebooks").is_dir() and (candidate / "labkit").is_dir():
+            return candidate
+    raise NotebookError("run this from the course repository (a folder with notebooks/ and labkit/)")
+
+
+def complete_notebooks(root: Path | None = None) -> list[Path]:
+    root = root or repo_root()
+    return sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def student_path(path: Path) -> Path:
+    return path.parent / "exercises" / path.name
+
+
+def benchmark_results(root: Path | None = None) -> dict:
+    """Measured runtimes from ``benchmarks/notebooks.json`` (``{}`` when none were measured)."""
+    path = (root or repo_root()) / "benchmarks" / "notebooks.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get("notebooks", {})
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def runtime_line(number: str, results: dict) -> str:
+    r = results.get(number)
+    if not r:
+        return "**Runtime:** not measured yet (`python benchmarks/notebooks.py`)."
+    line = (
+        f"**Runtime:** {format_duration(r['wall_s'])} and {r['peak_mb'] / 1024:.2f} GB peak memory on a "
+        f"{r['cpus']}-core CPU"
+    )
+    gpu = results.get(f"{number}@gpu")
+    if gpu:
+        line += f"; {format_duration(gpu['wall_s'])} on {gpu['device']}"
+    return line + " (measured by `benchmarks/notebooks.py`)."
+
+
+def title_source(nb: course.Notebook, student: bool, results: dict) -> str:
+    path = f"notebooks/{'exercises/' if student else ''}{nb.filename}"
+    lines = [f"# {nb.number} · {nb.title}", "", course.badges(path), "", runtime_line(nb.number, results)]
+    if student:
+        lines += ["", STUDENT_NOTE.format(filename=nb.filename)]
+    return "\n".join(lines)
+
+
+def setup_source() -> str:
+    return SETUP_TEMPLATE.format(install_spec=course.install_spec())
+
+
+def course_map_markdown(results: dict, root: Path | None = None, links: bool = True) -> str:
+    """The course map as a Markdown table: one row per notebook, with measured runtime and memory."""
+    root = root or repo_root()
+    header = "| # | Notebook | What it covers | CPU time | Peak memory | Open |\n|---|---|---|---|---|---|"
+    rows, total = [], 0.0
+    for nb in course.NOTEBOOKS:
+        exists = (root / "notebooks" / nb.filename).exists()
+        r = results.get(nb.number)
+        name = f"[{nb.title}](notebooks/{nb.filename})" if (exists and links) else nb.title
+        if not exists:
+            rows.append(f"| {nb.number} | {name} | {nb.topic} | — | — | not written yet |")
+            continue
+        time_cell = format_duration(r["wall_s"]) if r else "not measured"
+        mem_cell = f"{r['peak_mb'] / 1024:.2f} GB" if r else "not measured"
+        total += r["wall_s"] if r else 0.0
+        path = f"notebooks/{nb.filename}"
+        open_cell = f"[Colab]({course.colab_url(path)}) · [Binder]({course.binder_url(path)})"
+        rows.append(f"| {nb.number} | {name} | {nb.topic} | {time_cell} | {mem_cell} | {open_cell} |")
+    footer = f"\n\nTotal measured CPU time: {format_duration(total)}." if total else ""
+    return header + "\n" + "\n".join(rows) + footer
+
+
+# --------------------------------------------------------------------------------------------------
+# Stamping
+
+
+def _tagged(cell, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def _catalogue_entry(path: Path) -> course.Notebook:
+    number = path.name[:2]
+    nb = course.BY_NUMBER.get(number)
+    if nb is None or nb.filename != path.name:
+        raise NotebookError(f"{path.name} is not in labkit.course.NOTEBOOKS (expected {nb.filename if nb else 'an entry'})")
+    return nb
+
+
+def stamp(notebook, entry: course.Notebook, student: bool, results: dict, root: Path | None = None):
+    """Return a copy of ``notebook`` with its title, setup and course-map cells rendered from the template."""
+    nb = copy.deepcopy(notebook)
+    cells = nb.cells
+    if not cells or not _tagged(cells[0], TITLE_TAG):
+        cells.insert(0, nbformat.v4.new_markdown_cell(metadata={"tags": [TITLE_TAG]}))
+    setup = [c for c in cells if _tagged(c, SETUP_TAG)]
+    if not setup:
+        new = nbformat.v4.new_code_cell(metadata={"tags": [SETUP_TAG]})
+        # the setup cell follows the title and the notebook's introduction (its first markdown cells)
+        at = 1
+        while at < len(cells) and cells[at].cell_type == "markdown":
+            at += 1
+        cells.insert(at, new)
+        setup = [new]
+    cells[0].source = title_source(entry, student, results)
+    for cell in setup:
+        cell.source = setup_source()
+    for cell in cells:
+        if _tagged(cell, MAP_TAG):
+            cell.source = "## Course map\n\n" + course_map_markdown(results, root, links=False)
+    return nb
+
+
+def _dumps(nb) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def stamp_all(check: bool = False, root: Path | None = None) -> list[Path]:
+    """Stamp every complete notebook and refresh the README map; return the files that changed (or would)."""
+    root = root or repo_root()
+    results = benchmark_results(root)
+    changed = []
+    for path in complete_notebooks(root):
+        entry = _catalogue_entry(path)
+        text = path.read_text(encoding="utf-8")
+        new = _dumps(stamp(nbformat.reads(text, as_version=4), entry, False, results, root))
+        if new != text:
+            changed.append(path)
+            if not check:
+                path.write_text(new, encoding="utf-8")
+    readme = root / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        new = replace_between(text, MAP_START, MAP_END, course_map_markdown(results, root))
+        if new != text:
+            changed.append(readme)
+            if not check:
+                readme.write_text(new, encoding="utf-8")
+    for path in changed:
+        print(f"{'stale' if check else 'stamped'}: {path.relative_to(root)}")
+    if not check:
+        write_exercises(root=root)
+    return changed
+
+
+def replace_between(text: str, start: str, end: str, body: str) -> str:
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise NotebookError(f"markers {start} … {end} not found")
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Student versions
+
+
+def clear_solutions(source: str, where: str = "a cell") -> str:
+    """Replace each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` block by ``raise NotImplementedError()``.
+
+    The replacement keeps the indentation of the ``BEGIN`` line. A block at the top level of a cell is
+    refused: a solution must live inside a function so that "Run all" survives the missing code.
+    """
+    lines = source.split("\n")
+    out, inside, indent = [], False, ""
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if stripped.startswith(BEGIN):
+            if inside:
+                raise NotebookError(f"{where}, line {number}: nested {BEGIN}")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            if not indent:
+                raise NotebookError(
+                    f"{where}, line {number}: {BEGIN} at the top level of a cell; put the solution inside a "
+                    "function body so the student version can still run"
+                )
+            out.append(f"{indent}# YOUR CODE HERE")
+            out.append(f"{indent}raise NotImplementedError()")
+        elif stripped.startswith(END):
+            if not inside:
+                raise NotebookError(f"{where}, line {number}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise NotebookError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def student_version(notebook, entry: course.Notebook, results: dict, root: Path | None = None):
+    """The student version of a complete notebook: solutions cleared, outputs removed, title marked."""
+    nb = stamp(notebook, entry, True, results, root)
+    n_exercises = 0
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            if BEGIN in cell.source:
+                n_exercises += 1
+                cell.source = clear_solutions(cell.source, where=f"{entry.filename}, cell {index}")
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        elif BEGIN in cell.source:
+            raise NotebookError(f"{entry.filename}, cell {index}: solution markers belong in code cells")
+    if n_exercises == 0:
+        raise NotebookError(f"{entry.filename} has no exercise ({BEGIN} … {END})")
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def write_exercises(check: bool = False, root: Path | None = None) -> list[Path]:
+    """Write (or, with ``check``, compare) ``notebooks/exercises/`` from the complete notebooks."""
+    root = root or repo_root()
+    results = benchmark_results(root)
+    stale = []
+    for path in complete_notebooks(root):
+        entry = _catalogue_entry(path)
+        target = student_path(path)
+        new = _dumps(student_version(nbformat.read(path, as_version=4), entry, results, root))
+        old = target.read_text(encoding="utf-8") if target.exists() else None
+        if new != old:
+            stale.append(target)
+            if not check:
+                target.parent.mkdir(exist_ok=True)
+                target.write_text(new, encoding="utf-8")
+        print(f"{'stale' if (check and new != old) else 'ok' if new == old else 'wrote'}: {target.relative_to(root)}")
+    expected = {student_path(p).name for p in complete_notebooks(root)}
+    for orphan in sorted((root / "notebooks" / "exercises").glob("*.ipynb")):
+        if orphan.name not in expected:
+            stale.append(orphan)
+            print(f"orphan (no complete notebook): {orphan.relative_to(root)}")
+    return stale

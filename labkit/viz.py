@@ -1,0 +1,54 @@
+"""Plotting helpers shared by the notebooks: every figure gets a title, labelled axes and units."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def bar_tokens(pairs: Sequence[tuple[str, float]], title: str, xlabel: str = "probability", ax=None):
+    """Horizontal bars for (token, value) pairs, largest on top; tokens are shown with visible spaces."""
+    ax = ax or plt.subplots(figsize=(6, 0.35 * len(pairs) + 1))[1]
+    labels = [repr(t) for t, _ in pairs][::-1]
+    values = [v for _, v in pairs][::-1]
+    ax.barh(labels, values, color="tab:blue")
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("next token")
+    ax.set_xlim(0, max(values) * 1.2 if values else 1)
+    return ax
+
+
+def per_layer(values, title: str, ylabel: str, ax=None, label: str | None = None, marker: str = "o"):
+    """A line over layers 0…L−1."""
+    ax = ax or plt.subplots(figsize=(7, 3.2))[1]
+    values = np.asarray(values)
+    ax.plot(np.arange(len(values)), values, marker=marker, markersize=3, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend()
+    return ax
+
+
+def heatmap(matrix, row_labels, col_labels, title: str, cbar_label: str, ax=None, fmt: str = "{:.2f}", cmap="viridis",
+            vmin=None, vmax=None):
+    """An annotated heatmap (small matrices: values printed in the cells)."""
+    matrix = np.asarray(matrix)
+    ax = ax or plt.subplots(figsize=(1.0 + 0.9 * len(col_labels), 0.8 + 0.5 * len(row_labels)))[1]
+    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    if matrix.size <= 400:
+        mid = (np.nanmax(matrix) + np.nanmin(matrix)) / 2
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
+    ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, label=cbar_label)
+    return ax

@@ -1,0 +1,76 @@
+"""Every exercise check passes its reference, catches each of its known mistakes with the right hint,
+hands back the reference when the exercise is not done, and refuses what is not a function."""
+
+import pytest
+import torch
+
+from labkit import check
+
+EXERCISES = {name: ex for name, ex in vars(check).items() if isinstance(ex, check.Exercise)}
+
+
+def test_there_are_checks():
+    assert "entropy" in EXERCISES
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_reference_passes(name, capsys):
+    ex = EXERCISES[name]
+    assert ex(ex.reference) is ex.reference
+    out = capsys.readouterr().out
+    assert out.startswith(f"✓ {name}") and f"all {len(ex.cases)} cases" in out
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_known_mistake_is_caught_with_its_hint(name):
+    ex = EXERCISES[name]
+    assert ex.mistakes, f"check.{name} must know at least one plausible wrong implementation"
+    for hint, wrong in ex.mistakes.items():
+        with pytest.raises(check.CheckFailed) as info:
+            ex(wrong)
+        assert f"Hint: {hint}" in str(info.value), f"{name}: mistake not named correctly:\n{info.value}"
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_not_done_hands_back_the_reference(name, capsys):
+    ex = EXERCISES[name]
+
+    def todo(*args, **kwargs):
+        raise NotImplementedError()
+
+    assert ex(todo) is ex.reference
+    assert "not done yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_result_instead_of_function_is_refused(name):
+    with pytest.raises(TypeError, match="your function itself"):
+        EXERCISES[name](torch.zeros(3))
+
+
+def test_a_crashing_function_is_reported_with_its_case():
+    def crashes(logits):
+        return logits.undefined_method()
+
+    with pytest.raises(check.CheckFailed, match=r"raised AttributeError.*\n.*case 1/"):
+        check.entropy(crashes)
+
+
+def test_an_unknown_wrong_answer_gets_the_difference_without_a_hint():
+    with pytest.raises(check.CheckFailed) as info:
+        check.entropy(lambda logits: check.entropy.reference(logits) + 0.1)
+    assert "largest difference 0.1" in str(info.value) and "Hint" not in str(info.value)
+
+
+def test_wrong_shape_is_named():
+    with pytest.raises(check.CheckFailed, match=r"shape \(4, 1\), expected \(4,\)"):
+        check.entropy(lambda logits: check.entropy.reference(logits)[..., None])
+
+
+def test_student_function_cannot_corrupt_the_reference_inputs():
+    def in_place(logits):
+        out = check.entropy.reference(logits)
+        logits.zero_()  # vandalises its own copy only
+        return out
+
+    check.entropy(in_place)

