@@ -1,0 +1,426 @@
+"""Hooks: read and edit a model's internal activations by name.
+
+Every notebook that looks inside the model names an activation the same way, ``"<kind>.<layer>"``:
+
+* ``embed``: output of the token embedding (see the note on GPT-2 below), [batch, seq, d_model];
+* ``resid_pre.L``: input of decoder block L (the residual stream before the block), [batch, seq, d_model];
+* ``head.L``: per-head outputs entering the attention output projection, [batch, seq, heads, d_head];
+* ``attn_out.L``: output of the attention sub-layer, after the output projection and before the residual add,
+  [batch, seq, d_model];
+* ``mlp_post.L``: the MLP neurons entering the down projection, [batch, seq, d_mlp];
+* ``mlp_out.L``: output of the MLP sub-layer, before the residual add, [batch, seq, d_model];
+* ``resid_post.L``: output of decoder block L (the same tensor as ``resid_pre.L+1``), [batch, seq, d_model].
+
+Layers count from 0. In both supported families ``resid_post.L = resid_pre.L + attn_out.L + mlp_out.L`` and
+``attn_out.L`` is the output projection applied to ``head.L`` (flattened to [batch, seq, heads * d_head]).
+
+Two families are supported, recognised by their module structure:
+
+* the **Llama** layout (Llama, SmolLM2 — the course model —, Mistral, Qwen2 …): ``model.layers[L]`` with
+  ``self_attn.o_proj`` and ``mlp.{gate,up,down}_proj``; ``mlp_post`` is ``act(gate(x)) * up(x)``, the input of
+  ``mlp.down_proj``; ``embed`` is ``model.embed_tokens`` and equals ``resid_pre.0``.
+* **GPT-2**: ``transformer.h[L]`` with ``attn.c_proj`` and ``mlp.c_proj``; ``mlp_post`` is ``act(c_fc(x))``, the
+  input of ``mlp.c_proj``. ``embed`` is the output of the token embedding ``wte`` alone: GPT-2 adds its position
+  embedding afterwards, so ``resid_pre.0 = embed + wpe(positions)``.
+
+Use them with two context managers, which always remove their hooks on exit, also when an error is raised::
+
+    with capture(lm, ["resid_post.12", "head.3"]) as cache:
+        lm.model(**inputs)
+    cache["head.3"]                                  # [batch, seq, heads, d_head]
+
+    with patch(lm, {"resid_pre.5": lambda x: x + 4 * direction}):
+        steered = lm.generate("Tell me about the weather")
+
+Note on ``output_hidden_states=True``: Hugging Face's ``hidden_states[L]`` is ``resid_pre.L`` and
+``hidden_states[L + 1]`` is ``resid_post.L``, except the last entry, which has the model's final norm applied.
+transformers 5 records them with its own forward hooks on the blocks' outputs, so a patch of ``resid_post.L``
+shows up in ``hidden_states`` but a patch of ``resid_pre.L`` (L ≥ 1) does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence, Union
+
+import torch
+from torch import nn
+
+__all__ = ["sites", "parse_site", "capture", "patch", "run_with_cache", "Cache", "LAYER_KINDS", "MODEL_KINDS"]
+
+#: Site kinds that need a layer, in the order a forward pass meets them.
+LAYER_KINDS = ("resid_pre", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
+#: Site kinds without a layer.
+MODEL_KINDS = ("embed",)
+
+# Where each kind lives inside a decoder block: (path of the submodule, "input" or "output" of it).
+_BLOCK_SITES = {
+    "llama": {
+        "resid_pre": ("", "input"),
+        "head": ("self_attn.o_proj", "input"),
+        "attn_out": ("self_attn", "output"),
+        "mlp_post": ("mlp.down_proj", "input"),
+        "mlp_out": ("mlp", "output"),
+        "resid_post": ("", "output"),
+    },
+    "gpt2": {
+        "resid_pre": ("", "input"),
+        "head": ("attn.c_proj", "input"),
+        "attn_out": ("attn", "output"),
+        "mlp_post": ("mlp.c_proj", "input"),
+        "mlp_out": ("mlp", "output"),
+        "resid_post": ("", "output"),
+    },
+}
+# Submodules a block must have to be recognised as that family.
+_REQUIRED = {
+    "llama": (
+        "input_layernorm", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
+    ),
+    "gpt2": ("ln_1", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"),
+}
+
+Edit = Union[torch.Tensor, Callable[[torch.Tensor], Union[torch.Tensor, None]]]
+
+
+# --------------------------------------------------------------------------------------------------
+# The model's layout
+
+
+@dataclass
+class _Layout:
+    """Where the sites of one model live."""
+
+    family: str  # "llama" or "gpt2"
+    embed: nn.Module
+    layers: nn.ModuleList
+    n_heads: int
+    d_head: int
+
+    def locate(self, kind: str, layer: int | None) -> tuple[nn.Module, str]:
+        """The module of a site and whether the site is its ``"input"`` or its ``"output"``."""
+        if kind == "embed":
+            return self.embed, "output"
+        path, where = _BLOCK_SITES[self.family][kind]
+        return self.layers[layer].get_submodule(path), where
+
+
+def _hf_model(model) -> nn.Module:
+    """The ``nn.Module`` behind ``model``: the model itself, or the ``.model`` of a wrapper like ``LanguageModel``."""
+    if isinstance(model, nn.Module):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module):
+        return inner
+    raise TypeError(
+        f"expected a Hugging Face model (torch.nn.Module) or a labkit LanguageModel, got {type(model).__name__}"
+    )
+
+
+def _has(module: nn.Module, paths: Sequence[str]) -> bool:
+    try:
+        for path in paths:
+            module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _layout(model) -> _Layout:
+    """Recognise the model's family from its modules; raise ``ValueError`` for an unsupported one."""
+    hf = _hf_model(model)
+    config = getattr(hf, "config", None)
+    n_heads = getattr(config, "num_attention_heads", None)
+    base = getattr(hf, "model", hf)  # LlamaForCausalLM.model is the LlamaModel
+    layers = getattr(base, "layers", None)
+    if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["llama"]) and n_heads:
+        return _Layout("llama", base.embed_tokens, layers, n_heads, layers[0].self_attn.head_dim)
+    base = getattr(hf, "transformer", hf)  # GPT2LMHeadModel.transformer is the GPT2Model
+    layers = getattr(base, "h", None)
+    if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["gpt2"]) and n_heads:
+        return _Layout("gpt2", base.wte, layers, n_heads, layers[0].attn.head_dim)
+    raise ValueError(
+        f"unsupported model {type(hf).__name__}: labkit.hooks knows the Llama layout "
+        f"(model.layers[L].self_attn.o_proj, .mlp.down_proj) and GPT-2 (transformer.h[L].attn.c_proj, .mlp.c_proj)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Site names
+
+
+def sites(model) -> list[str]:
+    """All valid site names for ``model``: ``"embed"``, then each layer's sites in forward order."""
+    n_layers = len(_layout(model).layers)
+    return list(MODEL_KINDS) + [f"{kind}.{layer}" for layer in range(n_layers) for kind in LAYER_KINDS]
+
+
+def parse_site(model, site: str) -> tuple[str, int | None]:
+    """Validate ``site`` for ``model`` and split it: ``"head.3"`` → ``("head", 3)``, ``"embed"`` → ``("embed", None)``.
+
+    Raises ``ValueError`` saying what is wrong (unknown kind, layer out of range, malformed name).
+    """
+    if not isinstance(site, str):
+        raise TypeError(f"a site is a string like 'resid_post.3', got {type(site).__name__}")
+    n_layers = len(_layout(model).layers)
+    valid = f"valid kinds are {', '.join(LAYER_KINDS)} (with a layer, e.g. 'resid_post.3') and 'embed'"
+    kind, dot, layer_text = site.partition(".")
+    if kind in MODEL_KINDS:
+        if dot:
+            raise ValueError(f"site {site!r}: {kind!r} takes no layer, write {kind!r}")
+        return kind, None
+    if kind not in LAYER_KINDS:
+        close = difflib.get_close_matches(kind, LAYER_KINDS + MODEL_KINDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown site kind {kind!r} in {site!r}: {valid}.{hint}")
+    if not dot:
+        raise ValueError(f"site {site!r} needs a layer: write e.g. '{kind}.0' (layers 0-{n_layers - 1})")
+    if not layer_text.removeprefix("-").isdigit():
+        raise ValueError(f"malformed site {site!r}: the layer after the dot must be a whole number, e.g. '{kind}.0'")
+    layer = int(layer_text)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} out of range: this model has {n_layers} layers (0-{n_layers - 1})")
+    return kind, layer
+
+
+def _site_list(model, site_or_sites: str | Sequence[str]) -> list[tuple[str, str, int | None]]:
+    """Validate one site or several; return (canonical name, kind, layer) for each, without duplicates."""
+    names = [site_or_sites] if isinstance(site_or_sites, str) else list(site_or_sites)
+    out = {}
+    for name in names:
+        kind, layer = parse_site(model, name)
+        canonical = kind if layer is None else f"{kind}.{layer}"
+        out[canonical] = (canonical, kind, layer)
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Hooks
+#
+# Every site is the first input or the first output of some module. `_add_hook` calls `fn(activation)` there
+# during each forward pass; when `fn` returns a tensor, that tensor replaces the activation downstream.
+
+
+def _input_hook(fn):
+    def hook(module, args, kwargs):
+        if args:
+            new = fn(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+        new = fn(kwargs["hidden_states"])  # a block called with hidden_states=... as a keyword
+        return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+    return hook
+
+
+def _output_hook(fn):
+    def hook(module, args, output):
+        if isinstance(output, tuple):  # attention modules return (output, attention weights)
+            new = fn(output[0])
+            return None if new is None else (new, *output[1:])
+        return fn(output)
+
+    return hook
+
+
+def _per_head(fn, n_heads: int, d_head: int):
+    """Wrap ``fn`` so it sees the projection's input as [batch, seq, heads, d_head]; flatten its result back."""
+
+    def on_flat(x: torch.Tensor) -> torch.Tensor:
+        heads = x.unflatten(-1, (n_heads, d_head))
+        new = fn(heads)
+        new = heads if new is None else new  # None: edited in place (or only read)
+        return new.reshape(*new.shape[:-2], n_heads * d_head)
+
+    return on_flat
+
+
+def _add_hook(layout: _Layout, kind: str, layer: int | None, fn, prepend: bool = False):
+    module, where = layout.locate(kind, layer)
+    if kind == "head":
+        fn = _per_head(fn, layout.n_heads, layout.d_head)
+    if where == "input":
+        return module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True, prepend=prepend)
+    return module.register_forward_hook(_output_hook(fn), prepend=prepend)
+
+
+@contextlib.contextmanager
+def _hooks_removed_on_exit() -> Iterator[list]:
+    """A list to put hook handles in; every handle in it is removed on exit, whatever happened."""
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# --------------------------------------------------------------------------------------------------
+# capture
+
+
+class Cache(dict):
+    """Captured activations: a dict from site name (``"resid_post.3"``) to tensor, filled by forward passes."""
+
+    def __init__(self, expected: Sequence[str] = ()):
+        super().__init__()
+        self.expected = list(expected)  # the sites being captured
+
+    def __missing__(self, site):
+        if site in self.expected:
+            raise KeyError(f"{site!r} has not been captured yet: run a forward pass inside the `with capture(...)`")
+        raise KeyError(f"{site!r} is not in this cache; it captures {', '.join(self.expected) or 'nothing'}")
+
+
+@contextlib.contextmanager
+def capture(model, sites: str | Sequence[str], detach: bool = True, positions=None, accumulate: bool = False):
+    """Record activations during the forward passes run inside the ``with`` block.
+
+    Yields a :class:`Cache` (a dict ``site -> tensor``) that fills as the model runs::
+
+        with capture(lm, ["resid_post.3", "head.3"]) as cache:
+            lm.model(**inputs)
+
+    ``sites``: one site name or a list (see the module docstring). ``positions``: keep only these sequence
+    positions, indexed like ``activation[:, positions]`` (an int drops the sequence dimension: ``positions=-1``
+    gives [batch, d_model]). Repeated forward passes: by default the last one wins (with ``generate`` that is
+    the last generated token); ``accumulate=True`` concatenates the passes along the batch dimension (their
+    other dimensions must agree, e.g. by using ``positions``).
+
+    ``detach=True`` stores detached tensors. ``detach=False`` stores tensors that stay in the autograd graph
+    and are the very tensors the rest of the forward pass uses, so ``torch.autograd.grad(loss, cache[site])``
+    (or ``cache[site].retain_grad()`` before ``backward``) gives the gradient with respect to that activation,
+    also with ``positions``. Hooks are removed on exit, also when an error is raised.
+    """
+    layout = _layout(model)
+    wanted = _site_list(model, sites)
+    if accumulate and not detach:
+        raise ValueError(
+            "accumulate=True stores concatenated copies, which gradients cannot flow back through: "
+            "use detach=True, or one forward pass per capture block"
+        )
+    cache = Cache([name for name, _, _ in wanted])
+
+    def recorder(name: str):
+        def record(act: torch.Tensor):
+            if detach:
+                kept = act.detach() if positions is None else act.detach()[:, positions].clone()
+                downstream = None  # the forward pass goes on unchanged
+            elif positions is None:
+                kept = downstream = act
+            else:  # rebuild the activation from the kept slice so that gradients flow through the slice
+                kept = act[:, positions]
+                downstream = act.clone()
+                downstream[:, positions] = kept
+            if accumulate and name in cache:
+                previous = cache[name]
+                if previous.shape[1:] != kept.shape[1:]:
+                    raise ValueError(
+                        f"capture(accumulate=True) of {name!r}: a forward pass gave shape {list(kept.shape)}, an "
+                        f"earlier one {list(previous.shape)}; only the batch dimension may differ "
+                        f"(capture fixed positions, e.g. positions=-1)"
+                    )
+                kept = torch.cat([previous, kept])
+            cache[name] = kept
+            return downstream
+
+        return record
+
+    with _hooks_removed_on_exit() as handles:
+        for name, kind, layer in wanted:
+            handles.append(_add_hook(layout, kind, layer, recorder(name)))
+        yield cache
+
+
+# --------------------------------------------------------------------------------------------------
+# patch
+
+
+def _fit(site: str, new, act: torch.Tensor) -> torch.Tensor:
+    """Check that ``new`` can replace ``act`` (same shape, or broadcastable to it) and shape it like ``act``."""
+    if not isinstance(new, torch.Tensor):
+        raise TypeError(f"patch of {site!r}: expected a tensor or None from the edit function, got {type(new).__name__}")
+    try:
+        fits = torch.broadcast_shapes(new.shape, act.shape) == act.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"patch of {site!r}: expected shape {list(act.shape)} (or one that broadcasts to it), "
+            f"got {list(new.shape)}"
+        )
+    return new.to(device=act.device, dtype=act.dtype).expand(act.shape).contiguous()
+
+
+@contextlib.contextmanager
+def patch(model, edits: Mapping[str, Edit]):
+    """Replace or edit activations during the forward passes run inside the ``with`` block.
+
+    ``edits`` maps a site name to either
+
+    * a tensor, which replaces the activation (its shape must broadcast to the activation's; for ``head.L``
+      that is [batch, seq, heads, d_head], so ``v[:, :, h]`` addresses head ``h``), or
+    * a function ``fn(activation)`` returning the new activation, or ``None`` when it edited the activation in
+      place. For ``head.L`` it receives the [batch, seq, heads, d_head] view; the result is flattened back
+      before the output projection.
+
+    A tensor must fit every forward pass in the block: during ``generate`` (one new token per pass) use a
+    function or a tensor that broadcasts, like a [d_model] vector.
+
+    Example: ``with patch(lm, {"resid_pre.5": lambda x: x + v}): ...``. A wrong shape raises ``ValueError``
+    naming the site, the expected and the given shape. Patches run before any ``capture`` hook on the same
+    site, so a capture sees the patched value (and ``output_hidden_states`` sees a patched ``resid_post``);
+    in nested ``patch`` blocks on one site the inner block's edit runs first. Hooks are removed on exit, also
+    on error.
+    """
+    layout = _layout(model)
+    if not isinstance(edits, Mapping):
+        raise TypeError(f"edits must map site names to tensors or functions, got {type(edits).__name__}")
+    plan = []
+    for site, edit in edits.items():
+        ((name, kind, layer),) = _site_list(model, site)
+        if not (isinstance(edit, torch.Tensor) or callable(edit)):
+            raise TypeError(f"patch of {name!r}: expected a tensor or a function, got {type(edit).__name__}")
+        plan.append((name, kind, layer, edit))
+
+    def editor(name: str, edit: Edit):
+        def apply(act: torch.Tensor):
+            new = edit(act) if callable(edit) else edit
+            return None if new is None else _fit(name, new, act)
+
+        return apply
+
+    with _hooks_removed_on_exit() as handles:
+        for name, kind, layer, edit in plan:
+            handles.append(_add_hook(layout, kind, layer, editor(name, edit), prepend=True))
+        yield
+
+
+# --------------------------------------------------------------------------------------------------
+# One forward pass with a cache
+
+
+def run_with_cache(model, inputs, sites: str | Sequence[str], **capture_kwargs):
+    """Run one forward pass and return ``(output, cache)``.
+
+    ``inputs``: a tensor of token ids [batch, seq], a dict of model inputs (a tokenizer's output), or, for a
+    ``LanguageModel``, a text or a list of texts (tokenised without special tokens, padded on the tokenizer's
+    padding side). ``capture_kwargs`` go to :func:`capture`. With ``detach=True`` (the default) the pass runs
+    without gradients.
+    """
+    hf = _hf_model(model)
+    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise TypeError("texts need a model with a tokenizer (a LanguageModel); pass token ids instead")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    device = next(hf.parameters()).device
+    if isinstance(inputs, torch.Tensor):
+        inputs = {"input_ids": inputs}
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dict(inputs).items()}
+    grad = not capture_kwargs.get("detach", True)
+    with capture(model, sites, **capture_kwargs) as cache, torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        output = hf(**inputs)
+    return output, cache
