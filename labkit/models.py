@@ -169,7 +169,9 @@ def cache_status(key: str = DEFAULT_LM, full: bool = False) -> str:
     """``"ok"``, ``"missing"`` or a sentence saying what is wrong with the cache.
 
     The quick check (default) compares sizes and a fingerprint of 32 sampled blocks of every file, which
-    catches truncation, overwriting and a different source; ``full=True`` also recomputes every sha256.
+    catches truncation and a different source; a file modified after the manifest was written (an
+    overwrite anywhere, also between the sampled blocks) gets its sha256 recomputed. ``full=True``
+    recomputes every sha256.
     """
     folder = lm_cache_dir(key)
     manifest_path = folder / _MANIFEST
@@ -193,7 +195,8 @@ def cache_status(key: str = DEFAULT_LM, full: bool = False) -> str:
             return f"{name} has {path.stat().st_size} bytes, expected {meta['size']}"
         if _sample_digest(path) != meta["sample"]:
             return f"{name} does not match its fingerprint (corrupted)"
-        if full and sha256_file(path) != meta["sha256"]:
+        modified = path.stat().st_mtime_ns > manifest_path.stat().st_mtime_ns
+        if (full or modified) and sha256_file(path) != meta["sha256"]:
             return f"{name} does not match its sha256 (corrupted)"
     return "ok"
 
@@ -393,7 +396,16 @@ def load_embedder(device: str | torch.device | None = None):
     folder = package_dir(MINILM) / "model"
     if not (folder / "model.safetensors").is_file():
         raise ModelNotInstalledError(f"{MINILM.requirement} is installed without its weights. Run `{DOWNLOAD_COMMAND}`.")
-    return SentenceTransformer(str(folder), device=str(get_device(device)), local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    # transformers 5 draws a "Loading weights" progress bar for a 90 MB local file: keep notebooks quiet.
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(folder), device=str(get_device(device)), local_files_only=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,7 +493,9 @@ class LanguageModel:
         out = []
         for start in range(0, len(prompts), batch_size):
             enc = self._batch(prompts[start : start + batch_size], padding_side="left")
-            logits = self.model(**enc).logits[:, -1, :]
+            # left padding: count positions from each prompt's first real token, as generate() does
+            positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(**enc, position_ids=positions).logits[:, -1, :]
             out.append(logits.float().cpu())
         return torch.cat(out)
 
@@ -575,6 +589,8 @@ class LanguageModel:
         """
         single = isinstance(prompts, str)
         prompts = _as_list(prompts, "prompts")
+        if any(isinstance(p, str) and not p for p in prompts):  # before the chat template hides it
+            raise ValueError("prompts must be non-empty strings")
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         texts = [self.chat_prompt(p, system=system) for p in prompts] if chat else list(prompts)

@@ -1,0 +1,25 @@
+"""Shared test setup: no network for the whole session, and the course model loaded once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config):
+    # Set before any test module imports huggingface_hub / transformers (they read these at import time),
+    # so no test can reach the network: the course must work offline.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def lm():
+    """The course model (SmolLM2-135M-Instruct, float32, from the labkit cache), loaded once per session.
+
+    Treat it as read-only: tests share it. A test that needs a modified model loads its own.
+    """
+    from labkit.models import load_lm
+
+    return load_lm()
