@@ -38,14 +38,21 @@ def per_layer(values, title: str, ylabel: str, ax=None, label: str | None = None
 
 
 def heatmap(matrix, row_labels, col_labels, title: str, cbar_label: str, ax=None, fmt: str = "{:.2f}", cmap="viridis",
-            vmin=None, vmax=None):
-    """An annotated heatmap (small matrices: values printed in the cells)."""
+            vmin=None, vmax=None, figsize=None, annotate: bool | None = None):
+    """A heatmap with labelled rows and columns; values are printed in the cells of small matrices
+    (``annotate=None``: up to 100 cells)."""
     matrix = np.asarray(matrix)
-    ax = ax or plt.subplots(figsize=(1.0 + 0.9 * len(col_labels), 0.8 + 0.5 * len(row_labels)))[1]
-    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    if ax is None:
+        size = figsize or (min(14.0, 1.0 + 0.9 * len(col_labels)), min(10.0, 0.8 + 0.5 * len(row_labels)))
+        ax = plt.subplots(figsize=size)[1]
+    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    if len(col_labels) <= 20:
+        ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    else:  # long axes (layers, positions): label every few columns
+        step = -(-len(col_labels) // 15)
+        ax.set_xticks(range(0, len(col_labels), step), list(col_labels)[::step])
     ax.set_yticks(range(len(row_labels)), row_labels)
-    if matrix.size <= 400:
+    if annotate if annotate is not None else matrix.size <= 100:
         mid = (np.nanmax(matrix) + np.nanmin(matrix)) / 2
         for (i, j), v in np.ndenumerate(matrix):
             ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
