@@ -3,11 +3,12 @@
     python benchmarks/notebooks.py            # every complete notebook
     python benchmarks/notebooks.py 00 05      # just these
     python benchmarks/notebooks.py --no-stamp # measure without updating README and title cells
+    python benchmarks/notebooks.py 05 --dry-run  # measure and print, write nothing
 
 Peak memory is the kernel's peak resident set size (``VmHWM`` in ``/proc/<pid>/status`` on Linux, polled RSS
-elsewhere), so it includes Python, torch and the model. Results go to ``benchmarks/notebooks.json`` and
-``benchmarks/notebooks.md``; unless ``--no-stamp``, ``python -m labkit stamp`` then copies them into the
-README's course map and each notebook's title cell. Runs on a GPU are stored under ``NN@gpu``.
+elsewhere), so it includes Python, torch and the model. Each result goes to ``benchmarks/notebooks/NN.json``
+(runs on a GPU to ``NN@gpu.json``) and the table of all of them to ``benchmarks/notebooks.md``; unless
+``--no-stamp``, the measured notebooks' title cells and the README's course map are then re-stamped.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from labkit import notebooks as nbtools  # noqa: E402
 
-OUT_JSON = ROOT / "benchmarks" / "notebooks.json"
+OUT_DIR = ROOT / "benchmarks" / "notebooks"
 OUT_MD = ROOT / "benchmarks" / "notebooks.md"
 
 
@@ -90,31 +91,37 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 00 05 (default: all)")
     parser.add_argument("--no-stamp", action="store_true", help="do not update the README and title cells")
+    parser.add_argument("--dry-run", action="store_true", help="measure and print only: write no file")
     args = parser.parse_args(argv)
 
-    paths = [p for p in nbtools.complete_notebooks(ROOT) if not args.numbers or p.name[:2] in args.numbers]
-    data = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {"notebooks": {}}
+    paths = nbtools.complete_notebooks(ROOT, args.numbers or None)
+    machine = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+               "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     for path in paths:
         print(f"running {path.name} …", flush=True)
         result = measure(path)
         result["date"] = dt.date.today().isoformat()
+        result["machine"] = machine
         key = path.name[:2] if result["device"] == "cpu" else f"{path.name[:2]}@gpu"
-        data["notebooks"][key] = result
         print(f"  {nbtools.format_duration(result['wall_s'])}, peak {result['peak_mb']} MB on {result['device']}", flush=True)
-    data["machine"] = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                       "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
-    data["notebooks"] = dict(sorted(data["notebooks"].items()))
-    OUT_JSON.write_text(json.dumps(data, indent=1) + "\n")
+        if not args.dry_run:
+            OUT_DIR.mkdir(exist_ok=True)
+            (OUT_DIR / f"{key}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.dry_run:
+        return 0
 
+    results = nbtools.benchmark_results(ROOT)
     lines = ["| notebook | device | wall time | peak memory (kernel) | measured |", "|---|---|---|---|---|"]
-    for key, r in data["notebooks"].items():
+    for key, r in results.items():
         lines.append(f"| {key} | {r['device']} ({r['cpus']} CPUs) | {nbtools.format_duration(r['wall_s'])} | "
                      f"{r['peak_mb']} MB | {r['date']} |")
+    total = sum(r["wall_s"] for key, r in results.items() if "@" not in key)
     table = "\n".join(lines)
-    OUT_MD.write_text(f"# Notebook runtimes\n\nMachine: {data['machine']}\n\n{table}\n")
+    OUT_MD.write_text(f"# Notebook runtimes\n\nMeasured by `python benchmarks/notebooks.py` on {machine}.\n\n{table}\n\n"
+                      f"Total on the CPU: {nbtools.format_duration(total)}.\n")
     print(table)
     if not args.no_stamp:
-        nbtools.stamp_all(root=ROOT)
+        nbtools.stamp_all(root=ROOT, numbers=[p.name[:2] for p in paths])
     return 0
 
 

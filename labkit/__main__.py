@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--quick", action="store_true", help="skip the full sha256 check of an existing cache")
     e = sub.add_parser("exercises", help="write notebooks/exercises/ from the complete notebooks")
     e.add_argument("--check", action="store_true", help="only report stale student versions (exit 1 if any)")
+    e.add_argument("numbers", nargs="*", help="only these notebooks, e.g. 05 06 (default: all)")
     s = sub.add_parser("stamp", help="stamp the title/setup cells into every notebook and refresh the README map")
     s.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
+    s.add_argument("numbers", nargs="*", help="only these notebooks, e.g. 05 06 (default: all); the README map always")
     sub.add_parser("info", help="print the environment line and the cache status")
     args = parser.parse_args(argv)
 
@@ -27,12 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exercises":
         from labkit import notebooks
 
-        stale = notebooks.write_exercises(check=args.check)
+        stale = notebooks.write_exercises(check=args.check, numbers=args.numbers or None)
         return 1 if (args.check and stale) else 0
     if args.command == "stamp":
         from labkit import notebooks
 
-        changed = notebooks.stamp_all(check=args.check)
+        changed = notebooks.stamp_all(check=args.check, numbers=args.numbers or None)
         return 1 if (args.check and changed) else 0
     if args.command == "info":
         from labkit import runtime

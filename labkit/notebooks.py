@@ -3,7 +3,7 @@
 * **Stamping** (``python -m labkit stamp``): the title cell and the setup cell of every notebook are
   rendered from one template (below) and written into the notebooks, so all notebooks open the same way
   and their Colab/Binder links and measured runtimes come from one place (``labkit.course`` and
-  ``benchmarks/notebooks.json``). The README's course map is refreshed at the same time.
+  ``benchmarks/notebooks/NN.json``). The README's course map is refreshed at the same time.
 * **Student versions** (``python -m labkit exercises``): ``notebooks/exercises/NN_*.ipynb`` is generated
   from the complete notebook: code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (the nbgrader
   markers) becomes ``raise NotImplementedError()``, outputs and execution counts are cleared. Solutions
@@ -61,9 +61,11 @@ def repo_root() -> Path:
     raise NotebookError("run this from the course repository (a folder with notebooks/ and labkit/)")
 
 
-def complete_notebooks(root: Path | None = None) -> list[Path]:
+def complete_notebooks(root: Path | None = None, numbers=None) -> list[Path]:
+    """The complete notebooks ``notebooks/NN_*.ipynb``, optionally only those numbered in ``numbers``."""
     root = root or repo_root()
-    return sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return [p for p in paths if not numbers or p.name[:2] in numbers]
 
 
 def student_path(path: Path) -> Path:
@@ -71,11 +73,10 @@ def student_path(path: Path) -> Path:
 
 
 def benchmark_results(root: Path | None = None) -> dict:
-    """Measured runtimes from ``benchmarks/notebooks.json`` (``{}`` when none were measured)."""
-    path = (root or repo_root()) / "benchmarks" / "notebooks.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text()).get("notebooks", {})
+    """Measured runtimes, one file per notebook in ``benchmarks/notebooks/`` (``NN.json``, ``NN@gpu.json``),
+    as ``{"NN": {...}}`` (``{}`` when none were measured)."""
+    folder = (root or repo_root()) / "benchmarks" / "notebooks"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,12 +180,13 @@ def _dumps(nb) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def stamp_all(check: bool = False, root: Path | None = None) -> list[Path]:
-    """Stamp every complete notebook and refresh the README map; return the files that changed (or would)."""
+def stamp_all(check: bool = False, root: Path | None = None, numbers=None) -> list[Path]:
+    """Stamp every complete notebook (or those in ``numbers``) and refresh the README map; return the files
+    that changed (or would)."""
     root = root or repo_root()
     results = benchmark_results(root)
     changed = []
-    for path in complete_notebooks(root):
+    for path in complete_notebooks(root, numbers):
         entry = _catalogue_entry(path)
         text = path.read_text(encoding="utf-8")
         new = _dumps(stamp(nbformat.reads(text, as_version=4), entry, False, results, root))
@@ -203,7 +205,7 @@ def stamp_all(check: bool = False, root: Path | None = None) -> list[Path]:
     for path in changed:
         print(f"{'stale' if check else 'stamped'}: {path.relative_to(root)}")
     if not check:
-        write_exercises(root=root)
+        write_exercises(root=root, numbers=numbers)
     return changed
 
 
@@ -271,12 +273,13 @@ def student_version(notebook, entry: course.Notebook, results: dict, root: Path 
     return nb
 
 
-def write_exercises(check: bool = False, root: Path | None = None) -> list[Path]:
-    """Write (or, with ``check``, compare) ``notebooks/exercises/`` from the complete notebooks."""
+def write_exercises(check: bool = False, root: Path | None = None, numbers=None) -> list[Path]:
+    """Write (or, with ``check``, compare) ``notebooks/exercises/`` from the complete notebooks (or those
+    numbered in ``numbers``)."""
     root = root or repo_root()
     results = benchmark_results(root)
     stale = []
-    for path in complete_notebooks(root):
+    for path in complete_notebooks(root, numbers):
         entry = _catalogue_entry(path)
         target = student_path(path)
         new = _dumps(student_version(nbformat.read(path, as_version=4), entry, results, root))
@@ -287,6 +290,8 @@ def write_exercises(check: bool = False, root: Path | None = None) -> list[Path]
                 target.parent.mkdir(exist_ok=True)
                 target.write_text(new, encoding="utf-8")
         print(f"{'stale' if (check and new != old) else 'ok' if new == old else 'wrote'}: {target.relative_to(root)}")
+    if numbers:
+        return stale
     expected = {student_path(p).name for p in complete_notebooks(root)}
     for orphan in sorted((root / "notebooks" / "exercises").glob("*.ipynb")):
         if orphan.name not in expected:
