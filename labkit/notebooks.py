@@ -29,6 +29,7 @@ SETUP_TAG = "labkit-setup"
 MAP_TAG = "labkit-course-map"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
+EXERCISES_START, EXERCISES_END = "<!-- exercises:start -->", "<!-- exercises:end -->"
 STUDENT_NOTE = (
     "> **Student version.** Solutions are removed: fill in each cell that raises `NotImplementedError`, then run "
     "the check below it. Until you do, the check uses the reference implementation so the rest of the notebook "
@@ -136,6 +137,34 @@ def course_map_markdown(results: dict, root: Path | None = None, links: bool = T
     return header + "\n" + "\n".join(rows) + footer
 
 
+def exercises_in(notebook) -> list[tuple[str, str]]:
+    """``(heading, check name)`` for each exercise of a notebook: the check is the ``check.<name>(`` call in the
+    cell after the exercise, the heading the last Markdown heading above the exercise."""
+    found, heading = [], ""
+    cells = notebook.cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown":
+            titles = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            heading = titles[-1] if titles else heading
+        elif BEGIN in cell.source:
+            later = [c for c in cells[i + 1 :] if c.cell_type == "code"]
+            match = re.search(r"\bcheck\.(\w+)\(", later[0].source) if later else None
+            if match:
+                found.append((heading, match.group(1)))
+    return found
+
+
+def exercises_markdown(root: Path | None = None) -> str:
+    """The README's table of every exercise: notebook, topic (the heading above it) and its check."""
+    root = root or repo_root()
+    rows = ["| notebook | exercise | check |", "|---|---|---|"]
+    for path in complete_notebooks(root):
+        entry = _catalogue_entry(path)
+        for heading, name in exercises_in(nbformat.read(path, as_version=4)):
+            rows.append(f"| {entry.number} · {entry.title} | {heading} | `check.{name}` |")
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------------------------------
 # Stamping
 
@@ -198,6 +227,7 @@ def stamp_all(check: bool = False, root: Path | None = None, numbers=None) -> li
     if readme.exists():
         text = readme.read_text(encoding="utf-8")
         new = replace_between(text, MAP_START, MAP_END, course_map_markdown(results, root))
+        new = replace_between(new, EXERCISES_START, EXERCISES_END, exercises_markdown(root))
         if new != text:
             changed.append(readme)
             if not check:

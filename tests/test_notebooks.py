@@ -146,3 +146,19 @@ def test_runtime_line_uses_measurements():
     line = notebooks.runtime_line("00", {"00": {"wall_s": 75.4, "peak_mb": 1200, "cpus": 2}})
     assert "1 min 15 s" in line and "1.17 GB" in line and "2-core CPU" in line
     assert "not measured" in notebooks.runtime_line("00", {})
+
+
+def test_exercise_table_finds_each_exercise_with_its_heading_and_check():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("## 2 · Scoring\n\n### Exercise · masked log-probabilities"),
+        nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("f = check.logprob_sum(f)"),
+        nbformat.v4.new_markdown_cell("### Exercise · entropy"),
+        nbformat.v4.new_code_cell("def g(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("g = check.entropy(g)"),
+    ]
+    assert notebooks.exercises_in(nb) == [("Exercise · masked log-probabilities", "logprob_sum"),
+                                          ("Exercise · entropy", "entropy")]
+    table = notebooks.exercises_markdown(ROOT)
+    assert "`check.entropy`" in table
