@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
     s.add_argument("numbers", nargs="*", help="only these notebooks, e.g. 05 06 (default: all); the README map always")
     sub.add_parser("info", help="print the environment line and the cache status")
+    lab = sub.add_parser("lab", help="open JupyterLab on a notebook (default: notebook 00)")
+    lab.add_argument("notebook", nargs="?", default="notebooks/00_start_here.ipynb")
     args = parser.parse_args(argv)
 
     if args.command == "download":
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
         changed = notebooks.stamp_all(check=args.check, numbers=args.numbers or None)
         return 1 if (args.check and changed) else 0
+    if args.command == "lab":
+        return _lab(args.notebook)
     if args.command == "info":
         from labkit import runtime
         from labkit.models import COURSE_LMS, cache_status, lm_cache_dir
@@ -45,6 +49,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: cache {cache_status(key)} ({lm_cache_dir(key)})")
         return 0
     return 2
+
+
+def _lab(notebook: str) -> int:
+    """Start JupyterLab on ``notebook``, with the Jupyter of the running interpreter's environment."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    if not Path(notebook).is_file():
+        print(f"no notebook at {notebook}: run this from the course repository", file=sys.stderr)
+        return 2
+    command = [sys.executable, "-m", "jupyterlab", notebook]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Containers and cloud machines often run as root, where Jupyter refuses to start without this flag.
+        print("running as root (a container?): starting JupyterLab with --allow-root")
+        command.append("--allow-root")
+    return subprocess.call(command)
 
 
 if __name__ == "__main__":

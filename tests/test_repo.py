@@ -14,7 +14,7 @@ def _readme_commands():
 def test_readme_has_the_two_commands_and_ci_runs_the_second():
     commands = _readme_commands()
     start, test = commands[0], commands[1]
-    assert "labkit download" in start and "jupyter lab notebooks/00_start_here.ipynb" in start
+    assert "labkit download" in start and "labkit lab" in start
     assert "pytest" in test and "labkit download" in test
     ci = (ROOT / ".ci" / "run").read_text()
     assert test.strip() in ci, ".ci/run must run the README's test command verbatim"

@@ -192,3 +192,11 @@ def test_cache_dir_defaults(monkeypatch, tmp_path):
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
         assert runtime.cache_dir() == tmp_path / "home" / ".cache" / "labkit"
+
+
+def test_lab_command_refuses_a_missing_notebook(tmp_path, monkeypatch, capsys):
+    from labkit.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["lab"]) == 2
+    assert "no notebook at notebooks/00_start_here.ipynb" in capsys.readouterr().err
