@@ -1,10 +1,151 @@
-"""Checks for the exercises of notebook 15 · Datasheets for datasets.
-
-Define each check as an :class:`Exercise` and list its name in ``__all__``; ``labkit.check`` re-exports it.
-"""
+"""Checks for the exercises of notebook 15 · Datasheets for datasets."""
 
 from __future__ import annotations
 
-from ._machinery import Case, Exercise  # noqa: F401
+import math
+from typing import Callable
 
-__all__: list[str] = []
+import torch
+
+from ._machinery import Case, Exercise
+
+__all__ = ["missing_values", "near_duplicate_pairs"]
+
+
+# --------------------------------------------------------------------------------------------------
+# missing_values(records, columns=None) -> {column: count}
+
+
+def _missing_reference(records, columns=None):
+    from labkit.datasheet import missing_values
+
+    return missing_values(records, columns)
+
+
+def _missing_cases() -> list[Case]:
+    nan = float("nan")
+    mixed = [
+        {"id": 1, "text": "fine", "score": 0, "flag": False, "city": "Oslo"},
+        {"id": 2, "text": "", "score": nan, "flag": True, "city": None},
+        {"id": 3, "text": "   ", "score": 2.5, "flag": False},  # no "city" key at all
+        {"id": 4, "text": "also fine", "score": None, "flag": None, "city": "0"},
+        {"id": 5, "text": "x", "score": 0.0, "flag": True, "city": "Lima", "note": "only here"},
+    ]
+    return [
+        Case("5 records mixing None, NaN, '', '   ', absent keys, and the values 0, 0.0, False and '0'", (mixed,)),
+        Case("columns given explicitly, one that no record has", (mixed, ["text", "city", "age"])),
+        Case("a column that first appears in a later record", ([{"a": 1}, {"a": 2, "b": None}, {"a": None, "b": "x"}],)),
+        Case("an empty dataset", ([],)),
+    ]
+
+
+def _missing_mistakes() -> dict[str, Callable]:
+    def columns_of(records, columns):
+        if columns is not None:
+            return list(columns)
+        seen = {}
+        for r in records:
+            for k in r:
+                seen.setdefault(k, None)
+        return list(seen)
+
+    def falsy(records, columns=None):
+        return {c: sum(1 for r in records if not r.get(c)) for c in columns_of(records, columns)}
+
+    def no_nan(records, columns=None):
+        return {c: sum(1 for r in records if r.get(c) is None or (isinstance(r.get(c), str) and not r[c].strip()))
+                for c in columns_of(records, columns)}
+
+    def no_blank(records, columns=None):
+        def miss(v):
+            return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+        return {c: sum(1 for r in records if miss(r.get(c))) for c in columns_of(records, columns)}
+
+    def only_none(records, columns=None):
+        return {c: sum(1 for r in records if r.get(c) is None) for c in columns_of(records, columns)}
+
+    def present_only(records, columns=None):
+        ref = _missing_reference(records, columns)
+        return {c: n - sum(1 for r in records if c not in r) for c, n in ref.items()}
+
+    def first_record_columns(records, columns=None):
+        if columns is None:
+            columns = list(records[0]) if records else []
+        return _missing_reference(records, columns)
+
+    return {
+        "0, 0.0 and False are values, not missing ones: test for None, NaN and blank strings explicitly instead of "
+        "`not value`.": falsy,
+        "a string of spaces is blank too: test `not value.strip()`, not `value == ''`.": no_blank,
+        "NaN marks a missing number: check `isinstance(v, float) and math.isnan(v)` (NaN == NaN is False).": no_nan,
+        "None is not the only missing value: NaN and blank strings are missing too.": only_none,
+        "a record that lacks the column altogether is missing it too: count absent keys (use `c not in r`).": present_only,
+        "with columns=None, use every column seen in ANY record (in order of first appearance), not only the first "
+        "record's.": first_record_columns,
+    }
+
+
+missing_values = Exercise("missing_values", _missing_reference, _missing_cases(), _missing_mistakes())
+missing_values.__doc__ = "Check ``missing_values(records, columns=None)``: missing values per column."
+
+
+# --------------------------------------------------------------------------------------------------
+# near_duplicate_pairs(embeddings, threshold) -> [(i, j), ...]
+
+
+def _near_reference(embeddings, threshold):
+    from labkit.datasheet import near_duplicate_pairs
+
+    return near_duplicate_pairs(embeddings, threshold)
+
+
+def _near_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(15)
+    base = torch.randn(6, 16, generator=g)
+    planted = base.clone()
+    planted[4] = 3.0 * base[1] + 0.05 * torch.randn(16, generator=g)  # a near copy of row 1, three times as long
+    planted[5] = 0.5 * base[2]  # an exact copy of row 2's direction, half as long
+    return [
+        Case("6 random vectors with two planted near copies of different lengths, threshold 0.9", (planted, 0.9)),
+        Case("a pair exactly at the threshold: cos([1, 0], [3, 4]) = 0.6, threshold 0.6", (torch.tensor([[1.0, 0.0], [3.0, 4.0], [-1.0, 0.0]]), 0.6)),
+        Case("no near duplicates at all (orthogonal rows)", (torch.eye(4), 0.5)),
+        Case("a single vector", (torch.ones(1, 3), 0.9)),
+        Case("four copies of one direction: every pair once", (torch.tensor([[1.0, 2.0]] * 2 + [[2.0, 4.0]] * 2), 0.99)),
+    ]
+
+
+def _near_mistakes() -> dict[str, Callable]:
+    def dot(e, t):
+        s = e @ e.T
+        n = e.shape[0]
+        return [(i, j) for i in range(n) for j in range(i + 1, n) if s[i, j] >= t]
+
+    def with_self(e, t):
+        e = torch.nn.functional.normalize(e, dim=-1)
+        s = e @ e.T
+        n = e.shape[0]
+        return [(i, j) for i in range(n) for j in range(i, n) if s[i, j] >= t]
+
+    def both_orders(e, t):
+        e = torch.nn.functional.normalize(e, dim=-1)
+        s = e @ e.T
+        n = e.shape[0]
+        return [(i, j) for i in range(n) for j in range(n) if i != j and s[i, j] >= t]
+
+    def strict(e, t):
+        e = torch.nn.functional.normalize(e, dim=-1)
+        s = e @ e.T
+        n = e.shape[0]
+        return [(i, j) for i in range(n) for j in range(i + 1, n) if s[i, j] > t]
+
+    return {
+        "cosine similarity needs unit vectors: normalise each row (torch.nn.functional.normalize) before the dot "
+        "product.": dot,
+        "a text is not a near duplicate of itself: leave out the diagonal (keep i < j).": with_self,
+        "report each pair once, as (i, j) with i < j, not also as (j, i).": both_orders,
+        "the threshold is inclusive: a pair with similarity exactly equal to it counts (use >=).": strict,
+    }
+
+
+near_duplicate_pairs = Exercise("near_duplicate_pairs", _near_reference, _near_cases(), _near_mistakes())
+near_duplicate_pairs.__doc__ = "Check ``near_duplicate_pairs(embeddings, threshold)``: pairs i < j with cosine ≥ threshold."
