@@ -1,0 +1,445 @@
+"""Direct Preference Optimization — notebook 12.
+
+* :func:`dpo_loss`, :func:`implicit_rewards`, :func:`sequence_logprobs` — the DPO objective
+  L = −E log σ(β log π_θ(y_w|x)/π_ref(y_w|x) − β log π_θ(y_l|x)/π_ref(y_l|x)) (Rafailov et al. 2023);
+* :func:`tabular_dpo` — DPO on a tabular (bandit) policy, whose optimum is known in closed form;
+* :class:`LoraDPO` — DPO fine-tuning of a causal LM with a LoRA adapter (``peft``) on its top layers: the
+  frozen lower layers and the reference log-probabilities are computed once, the reference is the same
+  model with the adapter disabled, and chosen and rejected responses go through the model in one batch;
+* :func:`ches_score`, :func:`ranking_accuracy`, :func:`idealised_ranking_accuracy` — likelihood displacement
+  (Razin et al. 2025, "Unintentional unalignment") and ranking accuracy (Chen et al. 2024, "Preference
+  learning algorithms do not learn preference rankings").
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from labkit.runtime import get_device
+
+
+def _check_beta(beta) -> float:
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta must be a positive number, got {beta!r}")
+    return float(beta)
+
+
+def _same_shape(*xs: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
+    xs = [torch.as_tensor(x) for x in xs]
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) != 1:
+        raise ValueError(
+            "mismatched batch sizes: " + ", ".join(f"{n} {tuple(x.shape)}" for n, x in zip(names, xs))
+            + " — give one value per preference pair in each"
+        )
+    if xs[0].numel() == 0:
+        raise ValueError("empty batch: give at least one preference pair")
+    return xs
+
+
+def implicit_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO's implicit reward r̂(x, y) = β log π_θ(y|x)/π_ref(y|x) (Rafailov et al. 2023, eq. 5, without β log Z)."""
+    beta = _check_beta(beta)
+    policy_logps, ref_logps = _same_shape(policy_logps, ref_logps, names=("policy_logps", "ref_logps"))
+    return beta * (policy_logps - ref_logps)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The DPO loss from sequence log-probabilities (Rafailov et al. 2023, eq. 7).
+
+    L = −log σ(β [log π_θ(y_w|x) − log π_ref(y_w|x)] − β [log π_θ(y_l|x) − log π_ref(y_l|x)]),
+
+    averaged over pairs (``reduction="mean"``) or per pair (``"none"``). Computed with ``logsigmoid`` so
+    large margins stay finite. All four inputs hold one value per pair.
+    """
+    beta = _check_beta(beta)
+    pw, pl, rw, rl = _same_shape(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                                 names=("policy_chosen", "policy_rejected", "ref_chosen", "ref_rejected"))
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', not {reduction!r}")
+    losses = -F.logsigmoid(beta * ((pw - rw) - (pl - rl)))
+    return losses.mean() if reduction == "mean" else losses
+
+
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Masked sequence log-probabilities Σ_t m_t log p(x_t | x_<t), one per row.
+
+    ``logits`` [B, T, V] are the model's outputs on ``input_ids`` [B, T]; position t predicts token t + 1, so
+    token t is scored by ``logits[:, t − 1]``. ``response_mask`` [B, T] is 1 on the response tokens to score
+    (never on position 0, which has no prediction) and 0 on the prompt and padding.
+    """
+    if logits.dim() != 3 or input_ids.shape != logits.shape[:2] or response_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"expected logits [B, T, V], input_ids [B, T], response_mask [B, T]; got {tuple(logits.shape)}, "
+            f"{tuple(input_ids.shape)}, {tuple(response_mask.shape)}"
+        )
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return (logp * response_mask[:, 1:].to(logp.dtype)).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tabular DPO: a bandit with K answers and a known optimum
+
+
+def tabular_dpo(
+    ref_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    beta: float,
+    n_pairs: int = 2000,
+    steps: int = 500,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """DPO on a tabular policy π_θ = softmax(θ) over K answers to one prompt, with Bradley-Terry labels.
+
+    Draws ``n_pairs`` pairs of distinct answers uniformly, labels each with P(a ≻ b) = σ(R(a) − R(b)), and
+    minimises the DPO loss over θ (full batch, Adam, θ starts at log π_ref). The closed-form optimum of the
+    RLHF objective is π*(y) ∝ π_ref(y) exp(R(y)/β); with enough pairs DPO recovers it, because the implicit
+    reward β log π_θ/π_ref then equals R up to a constant. Returns ``{"probs", "losses", "pairs", "labels"}``.
+    """
+    beta = _check_beta(beta)
+    ref_probs, rewards = torch.as_tensor(ref_probs).double(), torch.as_tensor(rewards).double()
+    if ref_probs.dim() != 1 or ref_probs.shape != rewards.shape or len(ref_probs) < 2:
+        raise ValueError("ref_probs and rewards must be 1-D of the same length K >= 2")
+    if (ref_probs <= 0).any() or abs(float(ref_probs.sum()) - 1) > 1e-6:
+        raise ValueError("ref_probs must be positive and sum to one")
+    k = len(ref_probs)
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, k, (n_pairs,), generator=g)
+    b = (a + torch.randint(1, k, (n_pairs,), generator=g)) % k  # b != a
+    a_wins = torch.rand(n_pairs, generator=g, dtype=torch.float64) < torch.sigmoid(rewards[a] - rewards[b])
+    w, l = torch.where(a_wins, a, b), torch.where(a_wins, b, a)
+    ref_logp = ref_probs.log()
+    theta = ref_logp.clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=lr)
+    losses = []
+    for _ in range(steps):
+        logp = torch.log_softmax(theta, -1)
+        loss = dpo_loss(logp[w], logp[l], ref_logp[w], ref_logp[l], beta)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"probs": torch.softmax(theta.detach(), -1).float(), "losses": losses,
+            "pairs": torch.stack([w, l], 1), "labels": a_wins}
+
+
+# --------------------------------------------------------------------------------------------------
+# Likelihood displacement and ranking accuracy
+
+
+def ches_score(h_chosen: torch.Tensor, h_rejected: torch.Tensor, mask_chosen: torch.Tensor | None = None,
+               mask_rejected: torch.Tensor | None = None) -> torch.Tensor:
+    """Centered hidden embedding similarity (Razin et al. 2025, "Unintentional unalignment", eq. 3).
+
+    CHES(x, y⁺, y⁻) = ⟨Σ_k h_{y⁺,k}, Σ_k' h_{y⁻,k'}⟩ − ‖Σ_k h_{y⁺,k}‖², where h are the model's final hidden
+    states (the inputs to the unembedding) at the positions that predict each response token. A high CHES
+    means the two responses look alike to the model, and DPO tends to push the chosen log-probability *down*
+    (likelihood displacement). Inputs are [B, T, d] with optional [B, T] masks (1 = response token).
+    """
+    if h_chosen.dim() == 2:
+        h_chosen, h_rejected = h_chosen[None], h_rejected[None]
+    if h_chosen.shape[0] != h_rejected.shape[0] or h_chosen.shape[-1] != h_rejected.shape[-1]:
+        raise ValueError("mismatched batch sizes or widths between chosen and rejected hidden states")
+    if mask_chosen is not None:
+        h_chosen = h_chosen * mask_chosen[..., None].to(h_chosen.dtype)
+    if mask_rejected is not None:
+        h_rejected = h_rejected * mask_rejected[..., None].to(h_rejected.dtype)
+    sp, sm = h_chosen.double().sum(1), h_rejected.double().sum(1)
+    return ((sp * sm).sum(-1) - (sp * sp).sum(-1)).float()
+
+
+def ranking_accuracy(logp_chosen: torch.Tensor, logp_rejected: torch.Tensor) -> float:
+    """Fraction of pairs where the model itself ranks the chosen response higher: π(y_w|x) > π(y_l|x) (Chen et al. 2024)."""
+    logp_chosen, logp_rejected = _same_shape(logp_chosen, logp_rejected, names=("logp_chosen", "logp_rejected"))
+    return float((logp_chosen > logp_rejected).double().mean())
+
+
+def idealised_ranking_accuracy(ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, reward_chosen: torch.Tensor,
+                               reward_rejected: torch.Tensor, beta: float) -> float:
+    """Ranking accuracy of the ideal RLHF/DPO policy π* ∝ π_ref exp(R/β) (Chen et al. 2024, Theorem 3.1).
+
+    π* ranks y_w above y_l iff log π_ref(y_w) + R(y_w)/β > log π_ref(y_l) + R(y_l)/β. With the true
+    reward this is the best ranking accuracy that a perfectly optimised DPO model can reach at this β.
+    """
+    beta = _check_beta(beta)
+    rc, rr, wc, wr = _same_shape(ref_chosen, ref_rejected, reward_chosen, reward_rejected,
+                                 names=("ref_chosen", "ref_rejected", "reward_chosen", "reward_rejected"))
+    return float(((rc + wc / beta) > (rr + wr / beta)).double().mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# DPO with LoRA on a causal language model
+
+
+def encode_responses(lm, prompts: Sequence[str], responses: Sequence[str], max_length: int | None = None) -> dict:
+    """Tokenise prompt + response pairs into one right-padded batch with a response mask.
+
+    Prompt and response are tokenised separately (as ``LanguageModel.logprobs`` does), so the mask covers
+    exactly the response's tokens. Raises for empty responses and sequences longer than the context.
+    """
+    prompts, responses = list(prompts), list(responses)
+    if len(prompts) != len(responses):
+        raise ValueError(f"mismatched batch sizes: {len(prompts)} prompts but {len(responses)} responses")
+    if not responses:
+        raise ValueError("no responses given")
+    limit = max_length or lm.max_length
+    rows, spans = [], []
+    for p, r in zip(prompts, responses):
+        if not isinstance(r, str) or not r.strip():
+            raise ValueError("empty response: every response needs at least one non-space character")
+        p_ids, r_ids = lm.encode(p), lm.encode(r)
+        if not p_ids:
+            raise ValueError("empty prompt")
+        if limit and len(p_ids) + len(r_ids) > limit:
+            raise ValueError(
+                f"a prompt with its response has {len(p_ids) + len(r_ids)} tokens, more than the context of {limit}: "
+                "shorten or drop that response"
+            )
+        rows.append(p_ids + r_ids)
+        spans.append((len(p_ids), len(p_ids) + len(r_ids)))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    resp = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, (a, b)) in enumerate(zip(rows, spans)):
+        ids[i, : len(r)] = torch.tensor(r)
+        attn[i, : len(r)] = 1
+        resp[i, a:b] = 1
+    return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
+
+
+class LoraDPO:
+    """DPO fine-tuning of a causal LM (Llama family) with a LoRA adapter on its top ``n_lora_layers`` layers.
+
+    Efficiency, without changing the maths:
+
+    * the layers below the adapter are frozen and identical for the policy and the reference, so their
+      output (the residual stream entering the first adapted layer) is computed **once** per response and
+      cached; each training step runs only the adapted top layers and the unembedding;
+    * the reference π_ref is the same model with the adapter disabled (``peft``'s ``disable_adapter()``),
+      never a second copy; its log-probabilities are computed once, before training;
+    * responses are stored once even when they appear in many pairs; each step runs the unique responses
+      of its pairs — chosen and rejected together — in one batch.
+
+    ``responses`` is a list of (prompt, response) texts; pairs index into it.
+    """
+
+    def __init__(self, lm, prompts: Sequence[str], responses: Sequence[str], n_lora_layers: int = 4, rank: int = 8,
+                 alpha: float = 16.0, target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
+                 batch_size: int = 32, device: str | torch.device | None = None, seed: int = 0):
+        from peft import LoraConfig, get_peft_model
+
+        self.device = get_device(device)
+        self.lm = lm
+        base = lm.model
+        if hasattr(base, "peft_config"):
+            raise ValueError("the model already carries a peft adapter: load a fresh model with labkit.load_lm()")
+        n_layers = base.config.num_hidden_layers
+        if not 1 <= n_lora_layers <= n_layers:
+            raise ValueError(f"n_lora_layers must be between 1 and {n_layers}")
+        self.first = n_layers - n_lora_layers
+        self.batch = encode_responses(lm, prompts, responses)
+        torch.manual_seed(seed)
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
+                            layers_to_transform=list(range(self.first, n_layers)))
+        base.to(self.device)
+        with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 marks deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = get_peft_model(base, config)
+        self.inner = base.model  # the decoder (embeddings, layers, norm); peft edited its modules in place
+        self.lm_head = base.lm_head
+        self.batch_size = batch_size
+        self._cache_frozen()
+
+    # -- forward passes ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _cache_frozen(self) -> None:
+        """One pass through the frozen layers: cache the residual stream entering layer ``first``; then the
+        reference log-probabilities and final hidden states (adapter disabled)."""
+        parts = []
+        for s in range(0, len(self.batch["input_ids"]), self.batch_size):
+            ids = self.batch["input_ids"][s : s + self.batch_size].to(self.device)
+            mask = self.batch["attention_mask"][s : s + self.batch_size].to(self.device)
+            parts.append(_run_until(self.inner, ids, mask, self.first))
+        self.frozen = torch.cat(parts)
+        self.ref_logps, self.ref_hidden = self.logps(torch.arange(len(self.frozen)), reference=True, hidden=True)
+        self.ref_logps = self.ref_logps.cpu()
+
+    def _top(self, idx: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (after the last norm) of responses ``idx`` from the cached stream."""
+        h = self.frozen[idx].to(self.device)
+        mask = self.batch["attention_mask"][idx].to(self.device)
+        return _run_from(self.inner, h, mask, self.first)
+
+    def logps(self, idx: torch.Tensor, reference: bool = False, hidden: bool = False, grad: bool = False):
+        """Sequence log-probabilities of responses ``idx`` under the policy (or the reference)."""
+        outs, hs = [], []
+        ctx = self.model.disable_adapter() if reference else _Null()
+        with ctx, torch.set_grad_enabled(grad):
+            for s in range(0, len(idx), self.batch_size):
+                j = idx[s : s + self.batch_size]
+                h = self._top(j)
+                outs.append(self._score(h, j))
+                if hidden:
+                    hs.append(h.detach())
+        lp = torch.cat(outs)
+        return (lp, torch.cat(hs)) if hidden else lp
+
+    def _score(self, h: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        ids = self.batch["input_ids"][j].to(self.device)
+        m = self.batch["response_mask"][j].to(self.device)
+        # only the positions that predict a response token go through the 49k-wide unembedding
+        pred = m[:, 1:].bool()
+        logits = self.lm_head(h[:, :-1][pred]).float()
+        tok = ids[:, 1:][pred]
+        lp = torch.log_softmax(logits, -1).gather(-1, tok[:, None])[:, 0]
+        rows = torch.arange(len(j), device=h.device)[:, None].expand_as(pred)[pred]
+        return torch.zeros(len(j), device=h.device, dtype=lp.dtype).index_add(0, rows, lp)
+
+    @torch.no_grad()
+    def token_kl(self, idx: torch.Tensor) -> torch.Tensor:
+        """Per response: Σ over its positions of KL(π_θ(·|context) ‖ π_ref(·|context)), teacher-forced."""
+        out = []
+        for s in range(0, len(idx), self.batch_size):
+            j = idx[s : s + self.batch_size]
+            pred = self.batch["response_mask"][j][:, 1:].bool().to(self.device)
+            rows = torch.arange(len(j), device=self.device)[:, None].expand_as(pred)[pred]
+            lp = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
+            with self.model.disable_adapter():
+                lr = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
+            # KL = Σ_v p_v (log p_v − log r_v), computed in place: these are [tokens, 49152] tensors
+            diff = lr.neg_().add_(lp)
+            kl = (lp.exp_() * diff).sum(-1)
+            out.append(torch.zeros(len(j), device=self.device).index_add(0, rows, kl))
+        return torch.cat(out).cpu()
+
+    # -- training ----------------------------------------------------------------------------------
+    def train(self, chosen: torch.Tensor, rejected: torch.Tensor, beta: float = 0.1, epochs: int = 3,
+              groups: torch.Tensor | None = None, groups_per_step: int = 3, pairs_per_step: int = 16,
+              lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+        """Minimise the DPO loss over pairs (``chosen[i]``, ``rejected[i]``) (indices into the responses).
+
+        With ``groups`` (e.g. the prompt of each pair) a step takes all pairs of ``groups_per_step`` groups, so
+        responses shared by several pairs are run once; otherwise ``pairs_per_step`` random pairs. Each step
+        runs the step's unique responses — chosen and rejected together — through the adapted top layers in
+        one batch and uses the cached reference log-probabilities. Returns the history: per step the loss,
+        the mean log-ratios log π_θ/π_ref of chosen and rejected responses, the mean reward margin
+        β(Δ_w − Δ_l) and the fraction of pairs with a positive margin.
+        """
+        beta = _check_beta(beta)
+        chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
+        chosen, rejected = chosen.long().reshape(-1), rejected.long().reshape(-1)
+        if (chosen == rejected).any():
+            raise ValueError("a pair has chosen equal to rejected: a response cannot be preferred to itself")
+        n = len(self.frozen)
+        both = torch.cat([chosen, rejected])
+        if int(both.max()) >= n or int(both.min()) < 0:
+            raise ValueError(f"pair indices must be between 0 and {n - 1}")
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError("epochs must be a positive integer")
+        from tqdm.auto import tqdm
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=lr)
+        g = torch.Generator().manual_seed(seed)
+        steps = []
+        for _ in range(epochs):
+            if groups is not None:
+                groups_t = torch.as_tensor(groups).reshape(-1)
+                if len(groups_t) != len(chosen):
+                    raise ValueError(f"mismatched batch sizes: {len(groups_t)} groups for {len(chosen)} pairs")
+                ug = torch.unique(groups_t)
+                ug = ug[torch.randperm(len(ug), generator=g)]
+                for s in range(0, len(ug), groups_per_step):
+                    steps.append(torch.isin(groups_t, ug[s : s + groups_per_step]).nonzero()[:, 0])
+            else:
+                perm = torch.randperm(len(chosen), generator=g)
+                steps.extend(perm[s : s + pairs_per_step] for s in range(0, len(chosen), pairs_per_step))
+        hist = {"loss": [], "chosen_logratio": [], "rejected_logratio": [], "margin": [], "accuracy": []}
+        self.model.train()
+        try:
+            for b in tqdm(steps, desc="DPO steps", disable=not progress):
+                c, r = chosen[b], rejected[b]
+                uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
+                lp = self._score(self._top(uniq), uniq)  # chosen and rejected in one batch
+                pc, pr = lp[inv[: len(b)]], lp[inv[len(b):]]
+                rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+                loss = dpo_loss(pc, pr, rc, rr, beta)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                margin = beta * ((pc - rc) - (pr - rr)).detach()
+                hist["loss"].append(loss.item())
+                hist["chosen_logratio"].append((pc - rc).mean().item())
+                hist["rejected_logratio"].append((pr - rr).mean().item())
+                hist["margin"].append(margin.mean().item())
+                hist["accuracy"].append((margin > 0).float().mean().item())
+        finally:
+            self.model.eval()
+        return hist
+
+    def ches(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        """CHES score of each pair from the reference model's final hidden states (see :func:`ches_score`)."""
+        chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
+        m = self.batch["response_mask"][:, 1:].to(self.ref_hidden.device)
+        h = self.ref_hidden[:, :-1]
+        return ches_score(h[chosen], h[rejected], m[chosen], m[rejected]).cpu()
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, adapter: bool = True) -> list[str]:
+        """Greedy continuations of chat-formatted ``prompts`` with the adapter on (policy) or off (reference)."""
+        ctx = _Null() if adapter else self.model.disable_adapter()
+        with ctx:
+            tok = self.lm.tokenizer
+            tok.padding_side = "left"
+            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+        return [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _mask_and_rope(inner, h: torch.Tensor, attention_mask: torch.Tensor):
+    from transformers.masking_utils import create_causal_mask
+
+    pos = torch.arange(h.shape[1], device=h.device)[None]
+    mask = create_causal_mask(config=inner.config, inputs_embeds=h, attention_mask=attention_mask,
+                              past_key_values=None, position_ids=pos)
+    return mask, inner.rotary_emb(h, position_ids=pos), pos
+
+
+def _run_until(inner, ids: torch.Tensor, attention_mask: torch.Tensor, stop: int) -> torch.Tensor:
+    """Run the decoder's embeddings and layers [0, stop): the residual stream entering layer ``stop``."""
+    h = inner.embed_tokens(ids)
+    mask, rope, pos = _mask_and_rope(inner, h, attention_mask)
+    for layer in inner.layers[:stop]:
+        h = layer(h, attention_mask=mask, position_embeddings=rope, position_ids=pos)
+    return h
+
+
+def _run_from(inner, h: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+    """Run decoder layers [start, end) and the final norm on the residual stream ``h``."""
+    mask, rope, pos = _mask_and_rope(inner, h, attention_mask)
+    for layer in inner.layers[start:]:
+        h = layer(h, attention_mask=mask, position_embeddings=rope, position_ids=pos)
+    return inner.norm(h)
