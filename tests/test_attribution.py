@@ -120,6 +120,8 @@ def test_mus_batched_equals_loop_and_is_lipschitz():
     f = A.MuS(h, 0.25, groups, q=8, seed=0)
     x = torch.rand(5, 1, 4, 4)
     assert torch.allclose(f(x), A.mus_probs_loop(h, x, f.masks, groups), atol=1e-6)
+    # the 40 masked copies in chunks of 3 (last chunk short) give the same probabilities as one pass
+    assert torch.allclose(A.MuS(h, 0.25, groups, q=8, seed=0, batch_size=3)(x), f(x), atol=1e-6)
     # exhaustive: every pair of masks over 4 features obeys |Δf| ≤ λ‖Δα‖₁
     alphas = torch.tensor([[(i >> j) & 1 for j in range(4)] for i in range(16)], dtype=torch.float32)
     for b in range(5):
@@ -143,6 +145,8 @@ def test_mask_shapes_are_checked():
         A.supersets_within(torch.ones(2, 4), 1)
     with pytest.raises(ValueError, match="patch"):
         A.patch_groups(8, 3)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        A.MuS(A.PixelMLP(16, 8, 3), 0.5, A.patch_groups(4, 2), q=4, batch_size=0)
 
 
 def test_certificate_verification_finds_no_violation_for_mus():
