@@ -58,6 +58,53 @@ def test_complete_notebook_shape(path):
             assert later and "check." in later[0].source, f"cell {i}: an exercise must be followed by its check"
 
 
+def anatomy_problems(nb, number: str) -> list[str]:
+    """What a complete notebook lacks of the anatomy in the conventions: an intro with learning goals,
+    prerequisites and the lecture; numbered sections ("## 1 · …"); exercises headed "### Exercise N · …";
+    "what to notice" and discussion questions; a summary followed by further reading."""
+    problems = []
+    setup_at = next(i for i, c in enumerate(nb.cells) if notebooks.SETUP_TAG in c.metadata.get("tags", []))
+    intro = "\n".join(c.source for c in nb.cells[:setup_at] if c.cell_type == "markdown")
+    needs = [("learning goals", r"learning (goals|objectives)|you will"), ("prerequisites", r"prerequisite")]
+    if number != "00":  # notebook 00 is the orientation, not a lecture
+        needs.append(("the lecture", r"lecture"))
+    problems += [f"the intro names no {what}" for what, pattern in needs if not re.search(pattern, intro, re.I)]
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    heads = [line for line in text.splitlines() if line.startswith("#")]
+    for h in heads:
+        if h.startswith("## ") and not re.match(r"## (\d+ · |Summary|Course map)", h):
+            problems.append(f"section heading not numbered: {h!r}")
+        if h.startswith("###") and re.search(r"exercise", h, re.I) and not re.match(r"### (Exercise \d+|Warm-up exercise) · ", h):
+            problems.append(f"exercise heading not 'Exercise N · …': {h!r}")
+    if number != "00" and not re.search(r"what to notice", text, re.I):
+        problems.append("no 'what to notice'")
+    if not re.search(r"\*{1,2}Questions?\b|discussion", text, re.I):
+        problems.append("no discussion questions")
+    summary = text.find("## Summary")
+    if summary < 0:
+        problems.append("no '## Summary'")
+    elif not re.search(r"further reading", text[summary:], re.I):
+        problems.append("no further reading after the summary")
+    return problems
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_complete_notebook_anatomy(path):
+    problems = anatomy_problems(nbformat.read(path, as_version=4), path.name[:2])
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_anatomy_check_notices_what_is_missing():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 05 · X\n\nIntro without the things."),
+                nbformat.v4.new_code_cell("", metadata={"tags": [notebooks.SETUP_TAG]}),
+                nbformat.v4.new_markdown_cell("## Part one\n\n### Exercise · unnumbered")]
+    problems = anatomy_problems(nb, "05")
+    for expected in ["learning goals", "prerequisites", "lecture", "not numbered", "Exercise N", "what to notice",
+                     "discussion", "Summary"]:
+        assert any(expected in p for p in problems), expected
+
+
 def _is_import_cell(source: str) -> bool:
     try:
         tree = ast.parse(source)
