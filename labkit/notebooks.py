@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import ast
 import re
 from pathlib import Path
 
@@ -30,6 +31,9 @@ MAP_TAG = "labkit-course-map"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
 EXERCISES_START, EXERCISES_END = "<!-- exercises:start -->", "<!-- exercises:end -->"
+MODULES_START, MODULES_END = "<!-- modules:start -->", "<!-- modules:end -->"
+#: labkit's shared core: every other module a notebook imports is a topic module.
+CORE_MODULES = {"runtime", "models", "hooks", "datasets", "check", "viz", "course", "notebooks"}
 STUDENT_NOTE = (
     "> **Student version.** Solutions are removed: fill in each cell that raises `NotImplementedError`, then run "
     "the check below it. Until you do, the check uses the reference implementation so the rest of the notebook "
@@ -165,6 +169,45 @@ def exercises_markdown(root: Path | None = None) -> str:
     return "\n".join(rows)
 
 
+def labkit_imports(notebook) -> list[str]:
+    """The labkit modules a notebook imports (``from labkit import a, b`` / ``import labkit.a``), in order."""
+    found = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for names in re.findall(r"^[ \t]*from labkit import ([\w, ]+)", cell.source, re.M):
+            found += [n.split(" as ")[0].strip() for n in names.split(",") if n.strip()]
+        found += re.findall(r"^\s*import labkit\.(\w+)", cell.source, re.M)
+    return list(dict.fromkeys(found))
+
+
+def module_summary(name: str, root: Path | None = None) -> str:
+    """The first sentence of a labkit module's docstring, without its "(notebook NN)" tag; read, not imported."""
+    root = root or repo_root()
+    path = root / "labkit" / f"{name}.py"
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) if path.exists() else None
+    if not doc:
+        return ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    first = re.split(r"(?<!\bal\.)(?<=\.)\s", first)[0]
+    first = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", first)
+    return re.sub(r"\s*(\(notebook \d+\)|[—-] notebook \d+)\.?$", "", first).rstrip(".") + "."
+
+
+def modules_markdown(root: Path | None = None) -> str:
+    """The README's table of topic modules: each labkit module (beyond the core) with the notebooks using it."""
+    root = root or repo_root()
+    users: dict[str, list[str]] = {}
+    for path in complete_notebooks(root):
+        for name in labkit_imports(nbformat.read(path, as_version=4)):
+            if name not in CORE_MODULES and (root / "labkit" / f"{name}.py").exists():
+                users.setdefault(name, []).append(path.name[:2])
+    rows = ["| module | notebooks | what it holds |", "|---|---|---|"]
+    for name, numbers in sorted(users.items(), key=lambda kv: (kv[1][0], kv[0])):
+        rows.append(f"| `labkit.{name}` | {', '.join(numbers)} | {module_summary(name, root)} |")
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------------------------------
 # Stamping
 
@@ -228,6 +271,8 @@ def stamp_all(check: bool = False, root: Path | None = None, numbers=None) -> li
         text = readme.read_text(encoding="utf-8")
         new = replace_between(text, MAP_START, MAP_END, course_map_markdown(results, root))
         new = replace_between(new, EXERCISES_START, EXERCISES_END, exercises_markdown(root))
+        if MODULES_START in new:
+            new = replace_between(new, MODULES_START, MODULES_END, modules_markdown(root))
         if new != text:
             changed.append(readme)
             if not check:

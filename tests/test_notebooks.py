@@ -195,6 +195,18 @@ def test_runtime_line_uses_measurements():
     assert "not measured" in notebooks.runtime_line("00", {})
 
 
+def test_module_table_reads_imports_and_docstrings():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import torch\nfrom labkit import check, data_attribution as da, viz\n"
+                                          "import labkit.steering")]
+    assert notebooks.labkit_imports(nb) == ["check", "data_attribution", "viz", "steering"]
+    assert notebooks.module_summary("datasheet") == ("Datasheets for datasets (Gebru et al., 2018/2021): the "
+                                                     "question set, a `Datasheet`, and an audit.")
+    assert notebooks.module_summary("attribution") == "Feature attribution and how to evaluate it."
+    table = notebooks.modules_markdown()
+    assert "| `labkit.attribution` | 01 |" in table and "labkit.check" not in table
+
+
 def test_exercise_table_finds_each_exercise_with_its_heading_and_check():
     nb = nbformat.v4.new_notebook()
     nb.cells = [
