@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -16,26 +15,9 @@ import torch
 from labkit import attribution as A
 from labkit.runtime import describe, get_device
 
+from _timing import best_of_pair  # benchmarks/_timing.py
+
 HERE = Path(__file__).resolve().parent
-
-
-def _once(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    if get_device().type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
-
-
-def best_of_pair(fn_a, fn_b, repeats: int = 5, chunk_s: float = 0.1) -> tuple[float, float]:
-    """Seconds per call of two functions: each measurement times enough calls to last about ``chunk_s``, the two
-    are measured alternately (so both see the same machine load), and the best of ``repeats`` is kept."""
-    inner = [max(1, int(chunk_s / max(_once(f), 1e-6))) for f in (fn_a, fn_b)]  # also a warm-up
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(_once(lambda: [fn_a() for _ in range(inner[0])]) / inner[0])
-        tb.append(_once(lambda: [fn_b() for _ in range(inner[1])]) / inner[1])
-    return min(ta), min(tb)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,9 @@ import torch
 import labkit
 from labkit import data_attribution as da
 
+from _timing import timed  # benchmarks/_timing.py
+
 HERE = Path(__file__).resolve().parent
-
-
-def timed(fn, repeat=1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
 
 
 def main():
