@@ -4,6 +4,7 @@
     python benchmarks/notebooks.py 00 05      # just these
     python benchmarks/notebooks.py --no-stamp # measure without updating README and title cells
     python benchmarks/notebooks.py 05 --dry-run  # measure and print, write nothing
+    python benchmarks/notebooks.py 05 --save     # also store the executed notebook's outputs (a fresh run)
 
 Peak memory is the kernel's peak resident set size (``VmHWM`` in ``/proc/<pid>/status`` on Linux, polled RSS
 elsewhere), so it includes Python, torch and the model. Each result goes to ``benchmarks/notebooks/NN.json``
@@ -62,7 +63,8 @@ class _Poller(threading.Thread):
             time.sleep(0.05)
 
 
-def measure(path: Path, timeout: int = 1200) -> dict:
+def measure(path: Path, timeout: int = 1200, save: bool = False) -> dict:
+    """Run the notebook top to bottom in a fresh kernel; with ``save``, write its new outputs back to ``path``."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     with client.setup_kernel():
@@ -75,6 +77,8 @@ def measure(path: Path, timeout: int = 1200) -> dict:
         wall = time.perf_counter() - t0
         poller.stop.set()
         peak = _peak_rss_mb(pid) or poller.peak
+        if save:  # before asking for the device: nbclient stores every executed cell into the notebook
+            nbformat.write(nb, path)
         device = _kernel_device(client)
     return {"wall_s": round(wall, 1), "peak_mb": round(peak), "cpus": os.cpu_count(), "device": device}
 
@@ -92,6 +96,8 @@ def main(argv=None) -> int:
     parser.add_argument("numbers", nargs="*", help="notebook numbers, e.g. 00 05 (default: all)")
     parser.add_argument("--no-stamp", action="store_true", help="do not update the README and title cells")
     parser.add_argument("--dry-run", action="store_true", help="measure and print only: write no file")
+    parser.add_argument("--save", action="store_true",
+                        help="store the outputs of the measured run in the notebook (instead of a separate nbconvert run)")
     args = parser.parse_args(argv)
 
     paths = nbtools.complete_notebooks(ROOT, args.numbers or None)
@@ -99,7 +105,7 @@ def main(argv=None) -> int:
                "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
     for path in paths:
         print(f"running {path.name} …", flush=True)
-        result = measure(path)
+        result = measure(path, save=args.save and not args.dry_run)
         result["date"] = dt.date.today().isoformat()
         result["machine"] = machine
         key = path.name[:2] if result["device"] == "cpu" else f"{path.name[:2]}@gpu"
