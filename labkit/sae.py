@@ -1,0 +1,548 @@
+"""Sparse autoencoders: superposition, dictionary learning on activations, and SAE feature attribution.
+
+* Toy model of superposition (Elhage et al. 2022): ``x̂ = ReLU(WᵀW x + b)``, n sparse features squeezed
+  through d < n dimensions.
+* Sparse autoencoder (Bricken et al. 2023; Cunningham et al. 2023), the lecture's form::
+
+      f(x) = ReLU(W_e (x − b_d) + b_e),   x̂ = Σ_i f_i(x) v_i + b_d = W_d f + b_d,   x = x̂ + ε(x)
+      L = ‖x − x̂‖² + λ Σ_i f_i(x) ‖W_d,i‖,      dictionary size S = k × D (k a positive integer)
+
+  with decoder columns ``v_i = W_d,i`` kept at unit norm. Metrics: L0 = E[#{i : f_i > 0}], explained
+  variance ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²``, dead features (never active), cross-entropy loss recovered
+  when the SAE's output replaces the activation inside the model:
+  ``(CE_ablated − CE_sae) / (CE_ablated − CE_clean)``.
+* Sparse feature circuits (Marks et al. 2024): with the SAE spliced in, ``x = x̂(f) + ε``, attribution
+  patching on the features ``f`` and the error term ``ε``; the attributions sum exactly to that of ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from labkit import hooks
+from labkit.runtime import get_device
+
+__all__ = [
+    "toy_superposition",
+    "planted_features",
+    "SparseAutoencoder",
+    "sae_loss",
+    "train_sae",
+    "feature_recovery",
+    "sae_metrics",
+    "collect_activations",
+    "splice_sae",
+    "ce_loss_recovered",
+    "top_contexts",
+    "logit_effects",
+    "feature_attribution",
+    "feature_patching",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Toy model of superposition
+
+
+def toy_superposition(
+    n_features: int = 5,
+    d_hidden: int = 2,
+    sparsity: float = 0.9,
+    importance_decay: float = 0.9,
+    steps: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 1e-2,
+    seed: int = 0,
+):
+    """Train Elhage et al.'s (2022) toy model ``x̂ = ReLU(WᵀW x + b)``; return ``(W [d, n], b [n])``.
+
+    Feature ``i`` is 0 with probability ``sparsity`` and uniform on [0, 1] otherwise; the loss weights it by
+    importance ``importance_decay**i``. With dense features (sparsity 0) the model keeps the d most important
+    ones; with sparse features it packs more than d features into d dimensions (superposition).
+    """
+    if d_hidden < 1 or n_features < 1:
+        raise ValueError("n_features and d_hidden must be positive")
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity is a probability in [0, 1), got {sparsity}")
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(d_hidden, n_features, generator=g) * 0.1).requires_grad_(True)
+    b = torch.zeros(n_features, requires_grad=True)
+    imp = importance_decay ** torch.arange(n_features, dtype=torch.float32)
+    opt = torch.optim.Adam([W, b], lr=lr)
+    for _ in range(steps):
+        x = torch.rand(batch_size, n_features, generator=g) * (torch.rand(batch_size, n_features, generator=g) >= sparsity)
+        x_hat = torch.relu(x @ W.T @ W + b)
+        loss = (imp * (x - x_hat) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return W.detach(), b.detach()
+
+
+def planted_features(
+    n_samples: int = 4096,
+    d: int = 32,
+    n_features: int = 64,
+    p_active: float = 0.05,
+    noise: float = 0.01,
+    seed: int = 0,
+):
+    """Synthetic activations with known features: ``x = Σ_i c_i v_i + noise``.
+
+    ``v_i`` are ``n_features`` random unit vectors in R^d (more features than dimensions: superposition);
+    each ``c_i`` is nonzero with probability ``p_active`` and then uniform on [0.5, 1.5]. Returns
+    ``(X [n_samples, d], V [n_features, d], C [n_samples, n_features])``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(n_features, d, generator=g)
+    V = V / V.norm(dim=1, keepdim=True)
+    active = torch.rand(n_samples, n_features, generator=g) < p_active
+    C = active * (0.5 + torch.rand(n_samples, n_features, generator=g))
+    X = C @ V + noise * torch.randn(n_samples, d, generator=g)
+    return X, V, C
+
+
+# --------------------------------------------------------------------------------------------------
+# The sparse autoencoder
+
+
+def _dictionary_size(d: int, n_features: int | None, expansion: int | None) -> int:
+    if (n_features is None) == (expansion is None):
+        raise ValueError("give exactly one of n_features (the dictionary size S) and expansion (k, with S = k × D)")
+    if expansion is not None:
+        if not isinstance(expansion, int) or isinstance(expansion, bool) or expansion < 1:
+            raise ValueError(f"expansion k must be a positive integer (S = k × D), got {expansion!r}")
+        return expansion * d
+    if not isinstance(n_features, int) or n_features < 1 or n_features % d:
+        raise ValueError(
+            f"dictionary size {n_features!r} must be a positive multiple of the input width D = {d} "
+            f"(S = k × D, e.g. {2 * d} or {4 * d})"
+        )
+    return n_features
+
+
+class SparseAutoencoder(nn.Module):
+    """``f = ReLU(W_e (x − b_d) + b_e)``, ``x̂ = W_d f + b_d`` with unit-norm decoder columns.
+
+    ``d`` is the input width D; the dictionary size is ``n_features`` (a positive multiple of D) or
+    ``expansion × d``. ``scale`` (a buffer) is the factor the inputs were divided by during training:
+    :meth:`forward_native` works in the model's own units.
+    """
+
+    def __init__(self, d: int, n_features: int | None = None, expansion: int | None = None, seed: int = 0):
+        super().__init__()
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"input width d must be a positive integer, got {d!r}")
+        S = _dictionary_size(d, n_features, expansion)
+        g = torch.Generator().manual_seed(seed)
+        W_d = torch.randn(d, S, generator=g)
+        W_d = W_d / W_d.norm(dim=0, keepdim=True)
+        self.W_d = nn.Parameter(W_d)
+        self.W_e = nn.Parameter(W_d.T.clone())  # tied initialisation (Conerly et al. 2024)
+        self.b_e = nn.Parameter(torch.zeros(S))
+        self.b_d = nn.Parameter(torch.zeros(d))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    @property
+    def d(self) -> int:
+        return self.W_d.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.W_d.shape[1]
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d:
+            raise ValueError(f"input has width {x.shape[-1]}, this SAE expects {self.d}")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return torch.relu((x - self.b_d) @ self.W_e.T + self.b_e)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_d.T + self.b_d
+
+    def forward(self, x: torch.Tensor):
+        """``(x̂, f)`` for inputs in the SAE's training units."""
+        f = self.encode(x)
+        return self.decode(f), f
+
+    def forward_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of an activation in the model's units (divides by ``scale``, multiplies back)."""
+        return self(x / self.scale)[0] * self.scale
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_d.div_(self.W_d.norm(dim=0, keepdim=True).clamp_min(1e-8))
+
+
+def sae_loss(x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor, W_d: torch.Tensor, lam: float) -> torch.Tensor:
+    """``L = mean_batch ( ‖x − x̂‖² + λ Σ_i f_i ‖W_d,i‖ )`` — reconstruction plus the L1 sparsity penalty.
+
+    ``x, x_hat``: [batch, D]; ``f``: [batch, S]; ``W_d``: [D, S] (column i is feature i's direction).
+    """
+    recon = ((x - x_hat) ** 2).sum(-1)
+    sparsity = (f * W_d.norm(dim=0)).sum(-1)
+    return (recon + lam * sparsity).mean()
+
+
+def train_sae(
+    X: torch.Tensor,
+    n_features: int | None = None,
+    expansion: int | None = None,
+    lam: float = 1e-2,
+    epochs: int = 20,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    resample_at: Sequence[int] = (),
+    seed: int = 0,
+    device=None,
+    normalize: bool = True,
+):
+    """Train a :class:`SparseAutoencoder` on rows of ``X`` with Adam and :func:`sae_loss`.
+
+    ``normalize=True`` divides X by a scalar so that the mean squared norm is D (so λ means the same at
+    every layer); the factor is stored in ``sae.scale``. Decoder columns are renormalised after each step.
+    ``resample_at``: epochs at whose start dead features (no activation in the previous epoch) are
+    re-initialised towards inputs the SAE reconstructs worst (Bricken et al. 2023, simplified).
+    Returns ``(sae, history)``; ``history`` has per-epoch ``loss``, ``l0``, ``dead`` (fraction).
+    """
+    if X.dim() != 2:
+        raise ValueError(f"X must be [n_samples, D], got shape {list(X.shape)}")
+    dev = get_device(device)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    X = X.float()
+    scale = (X.pow(2).sum(-1).mean() / X.shape[1]).sqrt() if normalize else torch.tensor(1.0)
+    Xs = (X / scale).to(dev)
+    sae = SparseAutoencoder(X.shape[1], n_features=n_features, expansion=expansion, seed=seed).to(dev)
+    sae.scale.fill_(float(scale))
+    with torch.no_grad():
+        sae.b_d.copy_(Xs.median(dim=0).values)  # geometric-median-like start (Bricken et al.)
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    history = {"loss": [], "l0": [], "dead": []}
+    n = Xs.shape[0]
+    for epoch in range(epochs):
+        if epoch in set(resample_at) and epoch > 0:
+            _resample(sae, Xs, fired, opt)
+        fired = torch.zeros(sae.n_features, dtype=torch.bool, device=dev)
+        perm = torch.randperm(n, generator=g).to(dev)
+        tot, l0 = 0.0, 0.0
+        for start in range(0, n, batch_size):
+            xb = Xs[perm[start : start + batch_size]]
+            x_hat, f = sae(xb)
+            loss = sae_loss(xb, x_hat, f, sae.W_d, lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sae.normalize_decoder()
+            fired |= (f > 0).any(0)
+            tot += float(loss.detach()) * len(xb)
+            l0 += float((f > 0).sum())
+        history["loss"].append(tot / n)
+        history["l0"].append(l0 / n)
+        history["dead"].append(1 - float(fired.float().mean()))
+    return sae.eval(), history
+
+
+@torch.no_grad()
+def _resample(sae: SparseAutoencoder, Xs: torch.Tensor, fired: torch.Tensor, opt) -> None:
+    dead = (~fired).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    x_hat, _ = sae(Xs)
+    err = ((Xs - x_hat) ** 2).sum(-1)
+    idx = torch.multinomial(err / err.sum(), len(dead), replacement=len(dead) > len(err))
+    dirs = Xs[idx] - sae.b_d
+    dirs = dirs / dirs.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    alive_norm = sae.W_e[fired].norm(dim=1).mean() if fired.any() else torch.tensor(1.0)
+    sae.W_d[:, dead] = dirs.T
+    sae.W_e[dead] = dirs * alive_norm * 0.2
+    sae.b_e[dead] = 0
+    for p in (sae.W_d, sae.W_e, sae.b_e):  # reset Adam's moments for the resampled parameters
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                if p is sae.W_d:
+                    state[key][:, dead] = 0
+                else:
+                    state[key][dead] = 0
+
+
+def feature_recovery(V_true: torch.Tensor, W_d: torch.Tensor, threshold: float = 0.9):
+    """For each planted feature, the best cosine similarity with any learned decoder column.
+
+    ``V_true``: [n_true, D]; ``W_d``: [D, S]. Returns ``(max_cos [n_true], recovered_rate)`` where a feature
+    counts as recovered when its best match exceeds ``threshold``.
+    """
+    if V_true.shape[1] != W_d.shape[0]:
+        raise ValueError(f"planted features have width {V_true.shape[1]} but decoder columns {W_d.shape[0]}")
+    Vn = V_true / V_true.norm(dim=1, keepdim=True)
+    Wn = W_d / W_d.norm(dim=0, keepdim=True)
+    best = (Vn.to(Wn.device) @ Wn).max(dim=1).values.cpu()
+    return best, float((best > threshold).float().mean())
+
+
+@torch.no_grad()
+def sae_metrics(sae: SparseAutoencoder, X: torch.Tensor) -> dict[str, float]:
+    """L0, explained variance and the fraction of dead features of ``sae`` on rows of ``X`` (model units)."""
+    X = X.float().to(sae.W_d.device)
+    Xs = X / sae.scale
+    x_hat, f = sae(Xs)
+    resid = ((Xs - x_hat) ** 2).sum()
+    total = ((Xs - Xs.mean(0)) ** 2).sum()
+    return {
+        "l0": float((f > 0).float().sum(-1).mean()),
+        "explained_variance": float(1 - resid / total),
+        "dead_fraction": float(1 - (f > 0).any(0).float().mean()),
+        "mse": float(((Xs - x_hat) ** 2).sum(-1).mean()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Activations of the language model
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def collect_activations(lm, tokens: torch.Tensor, site: str, skip_first: int = 4, batch_size: int = 16, progress=False):
+    """Activations of ``site`` on rows of corpus ``tokens`` [n, seq]: returns ``[n × (seq − skip_first), D]``.
+
+    The forward pass stops right after the site (later layers are not run). The first ``skip_first``
+    positions of each row are dropped: they have little context and position 0 is the attention sink,
+    whose activation is hundreds of times larger than the others.
+    """
+    kind, layer = hooks.parse_site(lm, site)
+    if not 0 <= skip_first < tokens.shape[1]:
+        raise ValueError(f"skip_first must be in [0, {tokens.shape[1]}), got {skip_first}")
+    out = []
+    starts = range(0, tokens.shape[0], batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"activations at {site}")
+
+    def stop(act):
+        raise _Stop
+
+    for start in starts:
+        batch = tokens[start : start + batch_size].to(lm.device)
+        with hooks.capture(lm, site) as cache:
+            try:
+                # a hook that stops the pass after the site (the capture hook on the same site runs first)
+                with _after(lm, site, stop):
+                    lm.model(input_ids=batch)
+            except _Stop:
+                pass
+        out.append(cache[site][:, skip_first:].reshape(-1, cache[site].shape[-1]).float().cpu())
+    return torch.cat(out)
+
+
+def _after(lm, site: str, fn):
+    """Register ``fn`` on the module that follows ``site`` (the next block, or the final norm)."""
+    import contextlib
+
+    kind, layer = hooks.parse_site(lm, site)
+    layout = hooks._layout(lm)
+
+    @contextlib.contextmanager
+    def ctx():
+        if kind in ("resid_post",) or kind == "mlp_out":
+            nxt = layer + 1
+        else:
+            nxt = layer + 1  # any site of layer L is computed before block L+1 starts
+        if nxt < len(layout.layers):
+            handle = layout.layers[nxt].register_forward_pre_hook(lambda m, a, k: fn(None), with_kwargs=True)
+        else:
+            handle = None
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    return ctx()
+
+
+def splice_sae(lm, sae: SparseAutoencoder, site: str, skip_first: int = 0):
+    """A ``hooks.patch`` context that replaces ``site`` by the SAE's reconstruction at positions ≥ skip_first."""
+
+    def edit(act):
+        new = act.clone()
+        new[:, skip_first:] = sae.forward_native(act[:, skip_first:].float()).to(act.dtype)
+        return new
+
+    return hooks.patch(lm, {site: edit})
+
+
+@torch.no_grad()
+def ce_loss_recovered(lm, sae: SparseAutoencoder, tokens: torch.Tensor, site: str, skip_first: int = 4, mean_act=None):
+    """Next-token cross-entropy (nats) clean, with the SAE spliced in, and with the site mean-ablated.
+
+    Positions ≥ ``skip_first`` are replaced and scored. ``mean_act`` ([D], model units) is the ablation
+    value (default: the mean of the site on ``tokens``). Returns a dict with ``ce_clean``, ``ce_sae``,
+    ``ce_ablated`` and ``recovered = (CE_ablated − CE_sae) / (CE_ablated − CE_clean)``.
+    """
+    tokens = tokens.to(lm.device)
+
+    def ce(logits):
+        lp = torch.log_softmax(logits[:, skip_first:-1].float(), -1)
+        return float(-lp.gather(-1, tokens[:, skip_first + 1 :, None]).mean())
+
+    with hooks.capture(lm, site) as cache:
+        clean = ce(lm.model(input_ids=tokens).logits)
+    if mean_act is None:
+        mean_act = cache[site][:, skip_first:].reshape(-1, cache[site].shape[-1]).mean(0)
+    with splice_sae(lm, sae, site, skip_first):
+        spliced = ce(lm.model(input_ids=tokens).logits)
+
+    def ablate(act):
+        new = act.clone()
+        new[:, skip_first:] = mean_act.to(act.dtype)
+        return new
+
+    with hooks.patch(lm, {site: ablate}):
+        ablated = ce(lm.model(input_ids=tokens).logits)
+    return {
+        "ce_clean": clean,
+        "ce_sae": spliced,
+        "ce_ablated": ablated,
+        "recovered": (ablated - spliced) / (ablated - clean),
+    }
+
+
+def top_contexts(lm, tokens: torch.Tensor, feature_acts: torch.Tensor, skip_first: int = 4, k: int = 5, window: int = 8):
+    """The ``k`` contexts where a feature fires most: ``[(activation, text before, the token)]``.
+
+    ``feature_acts`` is the feature's activation for every row of :func:`collect_activations` (same order).
+    """
+    seq = tokens.shape[1] - skip_first
+    vals, idx = feature_acts.topk(k)
+    out = []
+    for v, i in zip(vals.tolist(), idx.tolist()):
+        row, pos = divmod(i, seq)
+        pos += skip_first
+        before = lm.tokenizer.decode(tokens[row, max(0, pos - window) : pos])
+        out.append((v, before, lm.tokenizer.decode(tokens[row, pos : pos + 1])))
+    return out
+
+
+@torch.no_grad()
+def logit_effects(lm, direction: torch.Tensor, k: int = 5):
+    """Tokens whose logits a feature's decoder direction raises and lowers most (direct path ``W_U v``)."""
+    W_U = lm.model.lm_head.weight
+    scores = (W_U @ direction.to(W_U.device, W_U.dtype)).float().cpu()
+    top = scores.topk(k)
+    bottom = (-scores).topk(k)
+    dec = lambda ids: [lm.tokenizer.decode([int(i)]) for i in ids]  # noqa: E731
+    return list(zip(dec(top.indices), top.values.tolist())), list(zip(dec(bottom.indices), (-bottom.values).tolist()))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sparse feature circuits
+
+
+def _pair_check(clean_ids, corrupt_ids) -> None:
+    if clean_ids.dim() != 2 or clean_ids.shape != corrupt_ids.shape:
+        raise ValueError(
+            f"clean and corrupted token ids differ in shape: {list(clean_ids.shape)} vs {list(corrupt_ids.shape)}; "
+            f"patching needs [K, seq] pairs of the same token length (labkit.patching.tokenize_pair builds them)"
+        )
+
+
+def _nodes(sae: SparseAutoencoder, x: torch.Tensor, skip_first: int):
+    """``(f, ε)`` with ``x = decode(f)·scale + ε``; at positions < skip_first ``f = 0`` (all of x is error)."""
+    f = sae.encode(x.float() / sae.scale)
+    if skip_first:
+        f = f.clone()
+        f[:, :skip_first] = 0
+    return f, x.float() - sae.decode(f) * sae.scale
+
+
+def feature_attribution(lm, sae: SparseAutoencoder, clean_ids, corrupt_ids, site: str, readout, skip_first: int = 1):
+    """Attribution patching through an SAE spliced in at ``site`` (Marks et al. 2024).
+
+    At every position ``x = x̂(f) + ε`` with ``f = encode(x)`` and ``ε = x − x̂`` treated as two nodes.
+    Returns a dict: ``features`` [S] = Σ_positions ∇_f m ⊙ (f_p − f_c) (mean over pairs), ``error`` (scalar)
+    = Σ ∇_ε m · (ε_p − ε_c), ``site_total`` = Σ ∇_x m · (x_p − x_c), and ``f_clean``/``f_corrupt`` [K, seq, S].
+    Because x̂ is linear in f, ``features.sum() + error == site_total`` exactly. Positions before
+    ``skip_first`` (default: the attention sink at position 0, which SAEs are not trained on) are not
+    decomposed: their features are set to 0 and the whole activation counts as error.
+    """
+    hooks.parse_site(lm, site)
+    _pair_check(clean_ids, corrupt_ids)
+
+    def nodes(x):
+        return _nodes(sae, x, skip_first)
+
+    with torch.no_grad(), hooks.capture(lm, site) as cache:
+        lm.model(input_ids=corrupt_ids, logits_to_keep=1, use_cache=False)
+    f_p, e_p = nodes(cache[site])
+    x_p = cache[site].float()
+    store = {}
+
+    def edit(act):
+        f, e = nodes(act.detach())
+        f = f.clone().requires_grad_(True)
+        e = e.clone().requires_grad_(True)
+        store.update(f=f, e=e, x=act.detach().float())
+        return (sae.decode(f) * sae.scale + e).to(act.dtype)
+
+    with torch.enable_grad(), hooks.patch(lm, {site: edit}), hooks.capture(lm, site, detach=False) as cache2:
+        logits = lm.model(input_ids=clean_ids, logits_to_keep=1, use_cache=False).logits
+        m = readout(logits).sum()
+        gf, ge, gx = torch.autograd.grad(m, [store["f"], store["e"], cache2[site]])
+    K = clean_ids.shape[0]
+    feats = (gf * (f_p - store["f"].detach())).sum((0, 1)) / K
+    err = (ge * (e_p - store["e"].detach())).sum() / K
+    total = (gx.float() * (x_p - store["x"])).sum() / K
+    return {
+        "features": feats.detach().cpu(),
+        "error": float(err.detach()),
+        "site_total": float(total.detach()),
+        "f_clean": store["f"].detach().cpu(),
+        "f_corrupt": f_p.detach().cpu(),
+    }
+
+
+@torch.no_grad()
+def feature_patching(
+    lm, sae: SparseAutoencoder, clean_ids, corrupt_ids, site: str, features: Sequence[int], readout, skip_first: int = 1
+):
+    """Exact effect of patching single SAE features: ``m(x_c | f_i = f_i(x_p)) − m(x_c)`` for each ``i``.
+
+    With the SAE spliced in at ``site`` (``x = x̂(f) + ε``, the error ε held at its clean value), feature
+    ``i`` is set to its corrupted value at every position; one batched forward pass for all features.
+    Returns ``[len(features)]`` (mean over the K pairs): the ground truth for :func:`feature_attribution`
+    (with the same ``skip_first``).
+    """
+    _pair_check(clean_ids, corrupt_ids)
+    features = torch.as_tensor(list(features)).long()
+    if len(features) == 0:
+        raise ValueError("no features given")
+    if (features < 0).any() or (features >= sae.n_features).any():
+        raise ValueError(f"feature indices must lie in [0, {sae.n_features})")
+    with hooks.capture(lm, site) as cache:
+        lm.model(input_ids=corrupt_ids, logits_to_keep=1, use_cache=False)
+    f_p, _ = _nodes(sae, cache[site], skip_first)  # [K, seq, S]
+    K, B = clean_ids.shape[0], len(features)
+    base = readout(lm.model(input_ids=clean_ids, logits_to_keep=1, use_cache=False).logits).float().cpu()
+    rows_feat = features.repeat_interleave(K).to(f_p.device)  # row j*K + k patches feature j
+    src = f_p.repeat(B, 1, 1)
+
+    def edit(act):
+        f, err = _nodes(sae, act, skip_first)
+        rows = torch.arange(f.shape[0], device=f.device)
+        f[rows, :, rows_feat] = src[rows, :, rows_feat]
+        return (sae.decode(f) * sae.scale + err).to(act.dtype)
+
+    with hooks.patch(lm, {site: edit}):
+        out = readout(lm.model(input_ids=clean_ids.repeat(B, 1), logits_to_keep=1, use_cache=False).logits).float().cpu()
+    return (out.view(B, K) - base).mean(1)

@@ -1,0 +1,81 @@
+"""labkit.sae: the loss in closed form, recovery of planted features, superposition, SAE attribution, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labkit import datasets, hooks, patching, sae
+
+
+def test_dictionary_size_must_be_a_positive_multiple():
+    assert sae.SparseAutoencoder(8, n_features=32).n_features == 32
+    assert sae.SparseAutoencoder(8, expansion=3).n_features == 24
+    for bad in (30, 0, -8):
+        with pytest.raises(ValueError, match="positive multiple"):
+            sae.SparseAutoencoder(8, n_features=bad)
+    with pytest.raises(ValueError, match="positive integer"):
+        sae.SparseAutoencoder(8, expansion=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        sae.SparseAutoencoder(8)
+    with pytest.raises(ValueError, match="expects 8"):
+        sae.SparseAutoencoder(8, expansion=1).encode(torch.zeros(2, 9))
+
+
+def test_loss_closed_form():
+    x = torch.tensor([[1.0, 2.0]])
+    x_hat = torch.tensor([[0.0, 0.0]])
+    f = torch.tensor([[1.0, 2.0, 0.0]])
+    W_d = torch.tensor([[3.0, 0.0, 1.0], [4.0, 1.0, 0.0]])  # column norms 5, 1, 1
+    assert sae.sae_loss(x, x_hat, f, W_d, lam=0.5).item() == pytest.approx(5 + 0.5 * (1 * 5 + 2 * 1))
+
+
+def test_planted_features_are_recovered():
+    X, V, C = sae.planted_features(n_samples=2048, d=16, n_features=32, p_active=0.05, seed=1)
+    model, hist = sae.train_sae(X, expansion=4, lam=1.0, epochs=20, batch_size=64, lr=1e-2, seed=0, device="cpu")
+    best, rate = sae.feature_recovery(V, model.W_d.detach())
+    assert rate >= 0.8, f"recovered only {rate:.0%}"
+    assert torch.allclose(model.W_d.norm(dim=0), torch.ones(model.n_features), atol=1e-4)
+    m = sae.sae_metrics(model, X)
+    assert m["explained_variance"] > 0.8 and m["l0"] < 8
+    # a decoder made of the true features recovers all of them
+    assert sae.feature_recovery(V, V.T)[1] == 1.0
+
+
+def test_dense_toy_model_keeps_the_two_most_important_features():
+    W, _ = sae.toy_superposition(n_features=5, d_hidden=2, sparsity=0.0, steps=1500, seed=0)
+    assert sorted(W.norm(dim=0).topk(2).indices.tolist()) == [0, 1]
+    W_s, _ = sae.toy_superposition(n_features=5, d_hidden=2, sparsity=0.9, steps=1500, seed=0)
+    assert int((W_s.norm(dim=0) > 0.5).sum()) > 2
+    with pytest.raises(ValueError, match="sparsity"):
+        sae.toy_superposition(sparsity=1.0)
+
+
+def test_collect_activations_stops_early_but_matches_a_full_pass(lm):
+    tokens = datasets.corpus_token_batches(lm, seq_len=16, max_tokens=32)
+    X = sae.collect_activations(lm, tokens, "resid_post.2", skip_first=3)
+    with torch.no_grad(), hooks.capture(lm, "resid_post.2") as cache:
+        lm.model(input_ids=tokens)
+    assert torch.allclose(X, cache["resid_post.2"][:, 3:].reshape(-1, lm.d_model), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown site"):
+        sae.collect_activations(lm, tokens, "resid.2")
+
+
+def test_feature_attribution_adds_up_and_matches_exact_patching(lm):
+    torch.manual_seed(0)
+    tokens = datasets.corpus_token_batches(lm, seq_len=32, max_tokens=128)
+    X = sae.collect_activations(lm, tokens, "resid_post.3", skip_first=4)
+    model, _ = sae.train_sae(X, expansion=1, lam=3.0, epochs=3, seed=0, device="cpu")
+    clean, patch = patching.tokenize_pair(lm, "The nurse said that", "The man said that")
+    metric = patching.logit_diff_readout(lm.token_id(" he"), lm.token_id(" she"))
+    fa = sae.feature_attribution(lm, model, clean, patch, "resid_post.3", metric)
+    assert fa["features"].sum().item() + fa["error"] == pytest.approx(fa["site_total"], rel=1e-3, abs=1e-4)
+    top = fa["features"].abs().topk(3).indices.tolist()
+    exact = sae.feature_patching(lm, model, clean, patch, "resid_post.3", top, metric)
+    assert torch.sign(exact).eq(torch.sign(fa["features"][top])).all()
+    with pytest.raises(ValueError, match="feature indices"):
+        sae.feature_patching(lm, model, clean, patch, "resid_post.3", [10**6], metric)
+    with pytest.raises(ValueError, match="same token length"):
+        sae.feature_attribution(lm, model, clean, patch[:, :3], "resid_post.3", metric)
+    with pytest.raises(ValueError, match="unknown site"):
+        sae.feature_attribution(lm, model, clean, patch, "resid.3", metric)
