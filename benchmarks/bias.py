@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -24,16 +23,9 @@ import torch
 import labkit
 from labkit import bias
 
+from _timing import timed  # benchmarks/_timing.py
+
 HERE = Path(__file__).resolve().parent
-
-
-def timed(fn, repeat=3):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main():
@@ -56,8 +48,8 @@ def main():
             total += 1
         return count / total
 
-    t_naive, p_naive = timed(naive_exact, 1)
-    t_fast, p_fast = timed(lambda: bias.permutation_p_value(sx, sy))
+    p_naive, t_naive = timed(naive_exact, repeat=1)
+    p_fast, t_fast = timed(lambda: bias.permutation_p_value(sx, sy), repeat=3)
     assert abs(p_naive - p_fast) < 1e-12
     rows.append(("WEAT exact test, 8+8 words (12,870 partitions)", t_naive, t_fast, f"p equal ({p_fast:.4f})"))
 
@@ -80,8 +72,8 @@ def main():
         s = bias.association(W, A, B)
         return bias.permutation_p_value(s[:12], s[12:], exact_limit=0, n_permutations=n_perm, seed=1)
 
-    t_naive, p_naive = timed(naive_mc, 1)
-    t_fast, p_fast = timed(fast_mc)
+    p_naive, t_naive = timed(naive_mc, repeat=1)
+    p_fast, t_fast = timed(fast_mc, repeat=3)
     rows.append((f"WEAT Monte-Carlo test, 12+12 words ({n_perm} partitions)", t_naive, t_fast,
                  f"p {p_naive:.3f} vs {p_fast:.3f} (different random draws)"))
 
@@ -91,8 +83,8 @@ def main():
     prompts = [p for q in mc["questions"][:4] for p, _ in bias.mc_prompts(q["question"], q["options"])]
     letters = [" A", " B", " C"]
     ids = [lm.token_id(t) for t in letters]
-    t_naive, ref = timed(lambda: torch.cat([torch.log(lm.next_token_probs(p))[:, ids] for p in prompts]), 1)
-    t_fast, lp = timed(lambda: bias.option_logprobs(lm, prompts, letters), 1)
+    ref, t_naive = timed(lambda: torch.cat([torch.log(lm.next_token_probs(p))[:, ids] for p in prompts]), repeat=1)
+    lp, t_fast = timed(lambda: bias.option_logprobs(lm, prompts, letters), repeat=1)
     assert torch.allclose(lp, ref, atol=1e-4)
     rows.append((f"option log-probs, {len(prompts)} prompts: one at a time vs batched", t_naive, t_fast, "values equal"))
 
@@ -105,7 +97,7 @@ def main():
         "|---|---|---|---|---|",
     ]
     for name, tn, tf, agree in rows:
-        lines.append(f"| {name} | {tn:.3f} | {tf:.4f} | {tn / tf:.0f}× | {agree} |")
+        lines.append(f"| {name} | {tn:.3f} | {tf:.4f} | {tn / tf:.1f}× | {agree} |")
     text = "\n".join(lines) + "\n"
     print(text)
     (HERE / "bias.md").write_text(text)
