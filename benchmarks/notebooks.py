@@ -127,7 +127,7 @@ def main(argv=None) -> int:
                       f"Total on the CPU: {nbtools.format_duration(total)}.\n")
     print(table)
     if not args.no_stamp:
-        nbtools.stamp_all(root=ROOT, numbers=[p.name[:2] for p in paths])
+        nbtools.stamp_all(root=ROOT)  # all: notebook 00's course map shows every runtime
     return 0
 
 
