@@ -87,8 +87,8 @@ def main():
 
     lines = ["# Batched vs naive: llm_explain / steering kernels", "",
              f"Measured on {labkit.runtime.describe()} in one run (best of 1–2 repeats), with OMP_NUM_THREADS="
-             f"{os.environ.get('OMP_NUM_THREADS', 'unset')} on a machine shared with other jobs: ratios are meaningful, "
-             "absolute times are pessimistic.", "",
+             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} at the end: ratios are "
+             "what matters, absolute times vary with the machine.", "",
              "| kernel | naive (s) | batched (s) | speed-up | max abs difference |", "|---|---|---|---|---|"]
     for name, tn, tb, diff in rows:
         lines.append(f"| {name} | {tn:.2f} | {tb:.2f} | {tn / tb:.1f}× | {diff:.1e} |")
