@@ -3,7 +3,7 @@
 Measures, in one run on the same machine:
 * critique-loop generation: one batched ``lm.generate`` call over n prompts vs n single-prompt calls;
 * log-probability judging: ``constitutional.harmlessness_score`` (batched, last-position logits only) vs the
-  same judgement through ``lm.next_token_logits`` (logits at every position) vs one prompt at a time.
+  same judgement from a plain forward pass (logits at every position) vs one prompt at a time.
 Writes ``benchmarks/constitutional.md`` and ``.json`` next to itself.
 
     python benchmarks/constitutional.py [--n 16] [--tokens 24]
@@ -48,8 +48,12 @@ def main() -> None:
     texts = [lm.chat_prompt(f"User: {p}\nAssistant: {r}\n\n{ca.HARMLESS_Q}") for p, r in zip(prompts, replies)]
     ids = [lm.token_id("Yes"), lm.token_id("No")]
 
-    def full_logits():
-        return torch.softmax(lm.next_token_logits(texts)[:, ids], -1)[:, 0]
+    @torch.no_grad()
+    def full_logits():  # the output layer at every position, as a plain forward pass computes it
+        enc = lm._batch(texts, padding_side="left")
+        pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        logits = lm.model(**enc, position_ids=pos).logits[:, -1, :].float().cpu()
+        return torch.softmax(logits[:, ids], -1)[:, 0]
 
     def one_at_a_time():
         return torch.cat([ca.harmlessness_score(lm, [p], [r]) for p, r in zip(prompts, replies)])
@@ -73,7 +77,7 @@ def main() -> None:
     ]
     for name, size, naive, ours_t, agree in rows:
         lines.append(f"| {name} | {size} | {naive:.2f} | {ours_t:.2f} | {naive / ours_t:.1f}× | {agree} |")
-    lines += ["", "naive = one prompt per call (generation, judging) or logits at every position (lm.next_token_logits); "
+    lines += ["", "naive = one prompt per call (generation, judging) or logits at every position (a plain forward pass); "
               "ours = one batched call, last-position logits only (`logits_to_keep=1`)."]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -430,13 +430,7 @@ def option_logprobs(lm, prompts: Sequence[str], options: Sequence[str] = (" A", 
     prompts = list(prompts)
     if not prompts:
         raise ValueError("no prompts")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        enc = lm._batch(prompts[start: start + batch_size], padding_side="left")
-        positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        logits = lm.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
-        out.append(torch.log_softmax(logits, -1)[:, ids].cpu())
-    lp = torch.cat(out)
+    lp = torch.log_softmax(lm.next_token_logits(prompts, batch_size), -1)[:, ids]
     return torch.log_softmax(lp, -1) if normalize else lp
 
 

@@ -28,7 +28,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 __all__ = [
     "load_constitution", "load_prompts", "load_judge_pairs", "load_public_statements", "validate_constitution",
-    "build_prompt", "critique_revision", "last_token_logits", "yes_probability", "harmlessness_score",
+    "build_prompt", "critique_revision", "yes_probability", "harmlessness_score",
     "helpfulness_score", "bootstrap_ci", "judge_ab", "judge_report", "length_bias", "simulate_votes",
     "check_votes", "opinion_groups", "group_consensus", "deduplicate", "make_constitution",
 ]
@@ -158,25 +158,9 @@ def critique_revision(lm, prompts: Sequence[str], principles, n_rounds: int = 1,
 # Log-probability judgements
 
 
-@torch.no_grad()
-def last_token_logits(lm, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """Logits of the next token after each (already templated) text: [n, vocab] on the CPU.
-
-    Like ``lm.next_token_logits`` but asks the model for the last position's logits only
-    (``logits_to_keep=1``), which saves the vocabulary projection at every other position.
-    """
-    texts = list(texts)
-    out = []
-    for s in range(0, len(texts), batch_size):
-        enc = lm._batch(texts[s : s + batch_size], padding_side="left")
-        pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        out.append(lm.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float().cpu())
-    return torch.cat(out)
-
-
 def _option_probs(lm, questions: Sequence[str], options: Sequence[str], system: str | None = None) -> torch.Tensor:
     ids = [lm.token_id(o) for o in options]
-    logits = last_token_logits(lm, [lm.chat_prompt(q, system=system) for q in questions])
+    logits = lm.next_token_logits([lm.chat_prompt(q, system=system) for q in questions], batch_size=16)
     return torch.softmax(logits[:, ids], -1)
 
 

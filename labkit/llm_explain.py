@@ -60,7 +60,6 @@ __all__ = [
     "token_saliency",
     "few_shot_prompt",
     "prefixed_next_logits",
-    "next_logits",
     "option_logprobs",
     "entropy",
     "expected_calibration_error",
@@ -457,25 +456,6 @@ def few_shot_prompt(demos: Sequence[tuple[str, str]], query: str) -> str:
     """``Review: …\\nSentiment: label\\n\\n`` for each demonstration, then the query without its label."""
     parts = [f"Review: {x}\nSentiment: {y}\n\n" for x, y in demos]
     return "".join(parts) + f"Review: {query}\nSentiment:"
-
-
-@torch.no_grad()
-def next_logits(lm, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Logits of the next token after each prompt, ``[n, vocab]`` (CPU), like ``lm.next_token_logits`` but the
-    output layer is applied to the last position only (``logits_to_keep=1``), so a batch never holds
-    [batch, seq, vocab] logits: less time and far less memory for long prompts."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        enc = lm._batch(prompts[start : start + batch_size], padding_side="left")
-        positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        logits = lm.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1]
-        out.append(logits.float().cpu().clone())
-    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ from typing import Sequence
 
 import torch
 
-from labkit import hooks
+from labkit import hooks, patching
+from labkit.patching import head_interventions  # one intervention per head, shared with notebook 07
 
 __all__ = [
     "TEMPLATES",
@@ -177,31 +178,11 @@ def tokenize_pairs(lm, null: str | Sequence[str], setg: str | Sequence[str], dev
     """Token ids of null and set-gender prompts as two ``[K, seq]`` tensors of the same shape.
 
     Interventions swap activations position by position, so each null prompt must have exactly as many
-    tokens as its set-gender partner, and all pairs one length (to share a batch). Raises ``ValueError``
-    naming the mismatching prompts otherwise.
+    tokens as its set-gender partner, and all pairs one length (to share a batch):
+    :func:`labkit.patching.tokenize_pair`, with the two sides named as in mediation analysis.
     """
-    null = [null] if isinstance(null, str) else list(null)
-    setg = [setg] if isinstance(setg, str) else list(setg)
-    if len(null) != len(setg) or not null:
-        raise ValueError(f"give one set-gender prompt per null prompt: got {len(null)} null and {len(setg)} set-gender")
-    a_ids, b_ids = [lm.encode(t) for t in null], [lm.encode(t) for t in setg]
-    for ta, tb, a, b in zip(null, setg, a_ids, b_ids):
-        if len(a) != len(b):
-            raise ValueError(
-                f"null prompt {ta!r} has {len(a)} tokens {lm.tokens(ta)} but set-gender prompt {tb!r} has "
-                f"{len(b)} tokens {lm.tokens(tb)}: interventions need prompts of the same token length "
-                f"(keep professions that are one token, like ' man'; filter_professions does this)"
-            )
-    lengths = sorted({len(a) for a in a_ids})
-    if len(lengths) > 1:
-        first = {n: next(t for t, a in zip(null, a_ids) if len(a) == n) for n in lengths}
-        raise ValueError(
-            "all pairs must have one token length to share a batch, got lengths "
-            + ", ".join(f"{n} (e.g. {t!r})" for n, t in first.items())
-            + ": use templates of one length"
-        )
-    dev = lm.device if device is None else torch.device(device)
-    return torch.tensor(a_ids, device=dev), torch.tensor(b_ids, device=dev)
+    return patching.tokenize_pair(lm, null, setg, device=device, names=("null", "set-gender"),
+                                  hint="keep professions that are one token, like ' man'; filter_professions does this")
 
 
 def _last_logits(hf, **inputs) -> torch.Tensor:
@@ -335,11 +316,6 @@ def mediation_inputs(lm, professions: Sequence[dict], templates: Sequence[str], 
 # An intervention is a list of (site, index) pairs: ``index`` selects, inside one example's activation (no
 # batch axis), what takes its value from the source run, e.g. ``(slice(None), 3)`` = head 3 at every position
 # of ``head.L``; ``(1, 117)`` = neuron 117 at position 1 of ``mlp_post.L``.
-
-
-def head_interventions(n_layers: int, n_heads: int) -> list[list[tuple[str, tuple]]]:
-    """One intervention per attention head: ``head.L``, head ``h``, at every position (layer-major)."""
-    return [[(f"head.{L}", (slice(None), h))] for L in range(n_layers) for h in range(n_heads)]
 
 
 def neuron_interventions(neurons: Sequence[tuple[int, int]], position: int) -> list[list[tuple[str, tuple]]]:

@@ -488,14 +488,17 @@ class LanguageModel:
     # -- next-token distributions ------------------------------------------------------------------
     @torch.no_grad()
     def next_token_logits(self, prompts: str | Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """Logits of the token that follows each prompt, shape ``[n_prompts, vocab]`` (float32, on the CPU)."""
+        """Logits of the token that follows each prompt, shape ``[n_prompts, vocab]`` (float32, on the CPU).
+
+        The output layer runs on the last position only (``logits_to_keep=1``): a batch never holds
+        ``[batch, seq, vocab]`` logits, which for long prompts would be most of the time and memory."""
         prompts = _as_list(prompts, "prompts")
         out = []
         for start in range(0, len(prompts), batch_size):
             enc = self._batch(prompts[start : start + batch_size], padding_side="left")
             # left padding: count positions from each prompt's first real token, as generate() does
             positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(**enc, position_ids=positions).logits[:, -1, :]
+            logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
             out.append(logits.float().cpu())
         return torch.cat(out)
 

@@ -46,28 +46,33 @@ Readout = Callable[[torch.Tensor], torch.Tensor]
 # Inputs
 
 
-def tokenize_pair(lm, clean: str | Sequence[str], corrupted: str | Sequence[str], device=None):
+def tokenize_pair(lm, clean: str | Sequence[str], corrupted: str | Sequence[str], device=None,
+                  names: tuple[str, str] = ("clean", "corrupted"),
+                  hint: str = "pick words that are one token each, like ' nurse' and ' man'"):
     """Token ids of clean and corrupted prompts as two ``[K, seq]`` tensors of the same shape.
 
     Patching swaps activations position by position, so every clean prompt must have exactly as many
     tokens as its corrupted partner (and, to batch them, as the other pairs). Raises ``ValueError``
-    naming the mismatch otherwise.
+    naming the mismatch otherwise; ``names`` and ``hint`` word that message for the caller (notebook 08 calls
+    the two sides "null" and "set-gender").
     """
+    a, b = names
     clean = [clean] if isinstance(clean, str) else list(clean)
     corrupted = [corrupted] if isinstance(corrupted, str) else list(corrupted)
     if len(clean) != len(corrupted) or not clean:
-        raise ValueError(f"give one corrupted prompt per clean prompt: got {len(clean)} clean and {len(corrupted)} corrupted")
+        raise ValueError(f"give one {b} prompt per {a} prompt: got {len(clean)} {a} and {len(corrupted)} {b}")
     ids_c, ids_p = [lm.encode(t) for t in clean], [lm.encode(t) for t in corrupted]
-    for tc, tp, a, b in zip(clean, corrupted, ids_c, ids_p):
-        if len(a) != len(b):
+    for tc, tp, x, y in zip(clean, corrupted, ids_c, ids_p):
+        if len(x) != len(y):
             raise ValueError(
-                f"clean prompt {tc!r} has {len(a)} tokens {lm.tokens(tc)} but corrupted prompt {tp!r} has "
-                f"{len(b)} tokens {lm.tokens(tp)}: patching needs prompts of the same token length "
-                f"(pick words that are one token each, like ' nurse' and ' man')"
+                f"{a} prompt {tc!r} has {len(x)} tokens {lm.tokens(tc)} but {b} prompt {tp!r} has "
+                f"{len(y)} tokens {lm.tokens(tp)}: interventions need prompts of the same token length ({hint})"
             )
-    lengths = {len(a) for a in ids_c}
+    lengths = sorted({len(x) for x in ids_c})
     if len(lengths) > 1:
-        raise ValueError(f"all pairs must have the same token length to be batched, got lengths {sorted(lengths)}")
+        first = {n: next(t for t, x in zip(clean, ids_c) if len(x) == n) for n in lengths}
+        raise ValueError("all pairs must have one token length to share a batch, got lengths "
+                         + ", ".join(f"{n} (e.g. {t!r})" for n, t in first.items()))
     dev = lm.device if device is None else torch.device(device)
     return torch.tensor(ids_c, device=dev), torch.tensor(ids_p, device=dev)
 

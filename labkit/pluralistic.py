@@ -413,14 +413,8 @@ def option_probs(lm, prompts: Sequence[str], options: Sequence[str] = ("A", "B")
         raise ValueError("prompts must not be empty")
     ids = [lm.token_id(o) for o in options]
     texts = [lm.chat_prompt(p, system=system) for p in prompts]
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(texts), batch_size):
-            enc = lm._batch(texts[s : s + batch_size], padding_side="left")
-            pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-            logits = lm.model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float().cpu()
-            out.append(torch.softmax(logits[:, ids], -1))
-    return torch.cat(out).double()
+    logits = lm.next_token_logits(texts, batch_size)
+    return torch.softmax(logits[:, ids], -1).double()
 
 
 def load_pluralism() -> dict:

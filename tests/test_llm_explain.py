@@ -189,7 +189,6 @@ def test_cached_scoring_equals_plain_forward_passes(lm):
     ref = torch.stack([lm.logprobs(p, o) for p, o in zip(prompts, options)])
     torch.testing.assert_close(lp, ref, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(nxt, lm.next_token_logits(prompts), atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(L.next_logits(lm, prompts + ["Hi"]), lm.next_token_logits(prompts + ["Hi"]), atol=1e-3, rtol=1e-4)
     prefix = "Review: Great film.\nSentiment: positive\n\n"
     suffixes = ["Review: Awful food.\nSentiment:", "Review: A wonderful, warm and funny book.\nSentiment:"]
     got = L.prefixed_next_logits(lm, prefix, suffixes)
@@ -252,11 +251,11 @@ def test_bad_input(lm):
     with pytest.raises(ValueError, match="at least one"):
         L.integrated_gradients(lm, "Hello there", " Paris", fixed=2)
     with pytest.raises(ValueError, match="empty"):
-        L.next_logits(lm, [])
+        lm.next_token_logits([])
     with pytest.raises(ValueError, match="non-empty"):
         L.prefixed_next_logits(lm, "Review: good.", ["x", ""])
     with pytest.raises(ValueError, match="context"):
-        L.next_logits(lm, ["hello " * (lm.max_length + 10)])
+        lm.next_token_logits(["hello " * (lm.max_length + 10)])
     with pytest.raises(ValueError, match="context"):
         L.option_logprobs(lm, ["hello " * (lm.max_length - 3)], [[" a b c d e f g"]])
     with pytest.raises(ValueError, match="2\\^15"):
