@@ -19,13 +19,13 @@ __all__ = ["__version__", "setup", "get_device", "seed_everything", "load_lm", "
 
 def load_lm(*args, **kwargs):
     """Shortcut for :func:`labkit.models.load_lm` (imports transformers on first use)."""
-    from labkit.models import load_lm as _load_lm
+    from labkit.lm.load import load_lm as _load_lm
 
     return _load_lm(*args, **kwargs)
 
 
 def load_embedder(*args, **kwargs):
     """Shortcut for :func:`labkit.models.load_embedder`."""
-    from labkit.models import load_embedder as _load_embedder
+    from labkit.lm.load import load_embedder as _load_embedder
 
     return _load_embedder(*args, **kwargs)

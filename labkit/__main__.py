@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "download":
-        from labkit.models import download
+        from labkit.lm.install import download
 
         download(quiet=args.quiet, full_check=not args.quick)
         return 0
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return _browser(check=args.check)
     if args.command == "info":
         from labkit import runtime
-        from labkit.models import COURSE_LMS, cache_status, lm_cache_dir
+        from labkit.lm.install import COURSE_LMS, cache_status, lm_cache_dir
 
         print(runtime.describe(runtime.best_device()))
         for key in COURSE_LMS:

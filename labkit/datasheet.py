@@ -413,7 +413,7 @@ def embed_texts(texts: Sequence[str], embedder=None, max_tokens: int | None = 12
     duplicates of generated text share their openings). ``None`` keeps the embedder's own limit (256).
     """
     if embedder is None:
-        from labkit.models import load_embedder
+        from labkit.lm import load_embedder
 
         embedder = load_embedder(device)
     texts = list(texts)

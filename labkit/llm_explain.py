@@ -33,8 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from labkit import hooks
-from labkit.steering import last_token_states  # noqa: F401  (re-exported: every layer in one forward pass)
+from labkit.lm import hooks
 
 __all__ = [
     "load_questions",
@@ -48,7 +47,6 @@ __all__ = [
     "shapley_sampling",
     "segment_ids",
     "spearman",
-    "last_token_states",
     "probe_scores",
     "probe_accuracy",
     "control_labels",

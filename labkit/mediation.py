@@ -34,7 +34,8 @@ from typing import Sequence
 
 import torch
 
-from labkit import hooks, patching
+from labkit import patching
+from labkit.lm import hooks
 from labkit.patching import head_interventions  # one intervention per head, shared with notebook 07
 
 __all__ = [
@@ -256,7 +257,7 @@ def total_effects(lm, professions: Sequence[dict], templates: Sequence[str] = TE
 
         jobs = tqdm(jobs, desc="total effects")
     lr = {}  # (template, word) -> log p(he) − log p(she)
-    hf = hooks._hf_model(lm)
+    hf = hooks.hf_module(lm)
     for heads, g in jobs:
         ends = list(g["ends"])
         past = hf(input_ids=torch.tensor(heads, device=lm.device), use_cache=True).past_key_values
@@ -382,7 +383,7 @@ def run_interventions(
             if not isinstance(index, tuple):
                 raise TypeError(f"the index of {site!r} must be a tuple, e.g. (position, neuron), got {index!r}")
     sites = sorted(layer_of)
-    hf = hooks._hf_model(lm)
+    hf = hooks.hf_module(lm)
     base_model = _llama_base(hf) if skip_layers else None
     # activations of the source run, and the residual stream of the base run at every start layer
     starts = sorted({min(layer_of[s] for s, _ in iv) for iv in interventions}) if base_model is not None else [0]
@@ -487,7 +488,7 @@ def neuron_nie_estimate(lm, null_ids, set_ids, anti, stereo, position: int, laye
     layers = list(range(n_layers)) if layers is None else list(layers)
     sites = [f"mlp_post.{L}" for L in layers]
     anti, stereo = torch.as_tensor(anti).long(), torch.as_tensor(stereo).long()
-    hf = hooks._hf_model(lm)
+    hf = hooks.hf_module(lm)
     with torch.no_grad(), hooks.capture(lm, sites, positions=position) as corrupt:
         hf(input_ids=set_ids, use_cache=False)
     with torch.enable_grad(), hooks.capture(lm, sites, detach=False, positions=position) as cache:

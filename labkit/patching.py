@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from labkit import hooks
+from labkit.lm import hooks
 
 __all__ = [
     "tokenize_pair",
@@ -380,7 +380,7 @@ def _widen(lm, layer: int, reps: int):
     Valid because the model's remaining inputs (rotary position embeddings, a causal mask without padding)
     broadcast over the batch; the result equals running ``ids.repeat(reps, 1)`` from the start.
     """
-    block = hooks._layout(lm).layers[layer]
+    block = hooks.layout(lm).layers[layer]
 
     def pre(module, args, kwargs):
         if args:

@@ -321,7 +321,7 @@ def policy_curve(ref_logprobs: torch.Tensor, optimised: torch.Tensor, evaluated:
 
 @lru_cache(maxsize=2)
 def _embed_cached(texts: tuple[str, ...], device: str) -> torch.Tensor:
-    from labkit.models import load_embedder
+    from labkit.lm import load_embedder
 
     emb = load_embedder(device=device)
     return emb.encode(list(texts), convert_to_tensor=True, normalize_embeddings=True, batch_size=64).float().cpu()

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from labkit import hooks
+from labkit.lm import hooks
 from labkit.runtime import get_device
 
 __all__ = [
@@ -350,7 +350,7 @@ def _after(lm, site: str, fn):
     import contextlib
 
     kind, layer = hooks.parse_site(lm, site)
-    layout = hooks._layout(lm)
+    layout = hooks.layout(lm)
 
     @contextlib.contextmanager
     def ctx():

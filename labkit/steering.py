@@ -26,12 +26,10 @@ from typing import Sequence
 
 import torch
 
-from labkit import hooks
-from labkit.runtime import get_device
+from labkit.lm import hooks
 
 __all__ = [
     "check_pairs",
-    "last_token_states",
     "pair_states",
     "token_states",
     "diff_of_means",
@@ -87,40 +85,14 @@ def check_pairs(positive: Sequence[str], negative: Sequence[str]) -> tuple[list[
 # Activations
 
 
-@torch.no_grad()
-def last_token_states(lm, prompts: Sequence[str], layers=None, batch_size: int = 32, device=None) -> torch.Tensor:
-    """Residual stream after each layer (``resid_post.l``) at each prompt's last token: ``[n_layers, n, d_model]``.
-
-    All requested layers are captured in one forward pass per batch (left padding, positions counted from each
-    prompt's first real token, so a prompt's states do not depend on its batch-mates). Returned on the CPU.
-    """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
-    layers = _check_layers(lm, layers)
-    if device is not None and torch.device(device) != lm.device:
-        lm.model.to(get_device(device))
-    sites = [f"resid_post.{layer}" for layer in layers]
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        enc = lm._batch(prompts[start : start + batch_size], padding_side="left")
-        positions = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        with hooks.capture(lm, sites, positions=-1) as cache:
-            lm.model(**enc, position_ids=positions, logits_to_keep=1)  # the logits are not needed
-        out.append(torch.stack([cache[s] for s in sites]).float().cpu())
-    return torch.cat(out, dim=1)
-
-
 def pair_states(lm, positive: Sequence[str], negative: Sequence[str], layers=None, batch_size: int = 32):
     """Last-token residual streams of contrast pairs: ``(H⁺, H⁻)``, each ``[n_layers, n_pairs, d_model]``.
 
     Validates the pairs (:func:`check_pairs`: equal counts, non-empty prompts) and runs both sides through
-    :func:`last_token_states` together, so all layers come from one forward pass per batch.
+    ``lm.last_token_states`` together, so all layers come from one forward pass per batch.
     """
     positive, negative = check_pairs(positive, negative)
-    H = last_token_states(lm, positive + negative, layers=layers, batch_size=batch_size)
+    H = lm.last_token_states(positive + negative, layers=layers, batch_size=batch_size)
     return H[:, : len(positive)], H[:, len(positive) :]
 
 
@@ -128,7 +100,7 @@ def pair_states(lm, positive: Sequence[str], negative: Sequence[str], layers=Non
 def token_states(lm, prompt: str, layers=None) -> torch.Tensor:
     """Residual stream after each layer at every token of one prompt: ``[n_layers, seq, d_model]`` (CPU)."""
     layers = _check_layers(lm, layers)
-    enc = lm._batch([prompt], padding_side="left")
+    enc = lm.batch([prompt])
     sites = [f"resid_post.{layer}" for layer in layers]
     with hooks.capture(lm, sites) as cache:
         lm.model(**enc)

@@ -20,6 +20,6 @@ def lm():
 
     Treat it as read-only: tests share it. A test that needs a modified model loads its own.
     """
-    from labkit.models import load_lm
+    from labkit.lm import load_lm
 
     return load_lm()

@@ -23,7 +23,7 @@ def tokenizer():
     """The SmolLM2 tokenizer from the course model cache (the tokenizer alone: fast)."""
     from transformers import AutoTokenizer
 
-    from labkit.models import lm_cache_dir
+    from labkit.lm.install import lm_cache_dir
 
     folder = lm_cache_dir()
     if not (folder / "tokenizer.json").is_file():

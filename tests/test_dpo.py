@@ -98,7 +98,7 @@ def test_ches_and_ranking_accuracy_by_hand():
 
 @pytest.fixture(scope="module")
 def own_lm():
-    from labkit.models import load_lm
+    from labkit.lm import load_lm
 
     return load_lm(device="cpu")  # a private copy: LoraDPO adds an adapter to it
 

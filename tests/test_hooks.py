@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from labkit import hooks
+from labkit.lm import hooks
 
 ARCHS = ["llama", "gpt2"]
 N_LAYERS, N_HEADS, D_HEAD, D_MODEL = 3, 4, 8, 32
@@ -472,7 +472,7 @@ def test_hooks_removed_after_normal_exit_and_errors(model, ids):
 
 @pytest.fixture(scope="module")
 def lm():
-    from labkit.models import load_lm
+    from labkit.lm import load_lm
 
     return load_lm()
 

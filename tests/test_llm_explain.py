@@ -67,7 +67,7 @@ def tiny_lm(lm):
     """A 2-layer random Llama with the course tokenizer: smooth enough for IG to converge in few steps."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from labkit.models import LanguageModel
+    from labkit.lm import LanguageModel
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=lm.model.config.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -199,7 +199,7 @@ def test_cached_scoring_equals_plain_forward_passes(lm):
 
 
 def test_neuron_activations_stop_early_but_match_a_full_pass(lm):
-    from labkit import hooks
+    from labkit.lm import hooks
 
     rows = torch.randint(100, 1000, (3, 7), generator=torch.Generator().manual_seed(0))
     with hooks.capture(lm, "mlp_post.4") as cache, torch.no_grad():
@@ -231,7 +231,7 @@ def test_bad_input(lm):
     with pytest.raises(ValueError, match="out of range"):
         L.neuron_activations(lm, torch.zeros(1, 4, dtype=torch.long), layer=lm.n_layers)
     with pytest.raises(ValueError, match="out of range"):
-        L.last_token_states(lm, ["hi"], layers=[99])
+        lm.last_token_states(["hi"], layers=[99])
     with pytest.raises(ValueError, match="segment 1 is empty"):
         L.segment_ids(lm, ["a", ""])
     with pytest.raises(ValueError, match="non-empty list"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit import hooks, mediation
+from labkit import mediation
+from labkit.lm import hooks
 
 
 def test_total_effect_closed_form_and_bad_input():

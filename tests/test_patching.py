@@ -47,7 +47,7 @@ def test_attribution_patching_is_the_gradient_times_difference(lm, setup):
     clean, patch, metric, _, _ = setup
     attr = patching.attribution_patching(lm, clean, patch, ["resid_pre.0"], metric)["resid_pre.0"]
     # ground truth: finite differences along (a_p - a_c) at the clean point
-    from labkit import hooks
+    from labkit.lm import hooks
 
     with torch.no_grad(), hooks.capture(lm, "resid_pre.0") as c:
         lm.model(input_ids=clean)

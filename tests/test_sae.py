@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit import datasets, hooks, patching, sae
+from labkit import datasets, patching, sae
+from labkit.lm import hooks
 
 
 def test_dictionary_size_must_be_a_positive_multiple():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import hooks, steering
+from labkit import steering
+from labkit.lm import hooks
 
 PAIRS = (
     ["The food was delicious.", "I loved the film.", "The staff were friendly.", "What a beautiful day."],
@@ -14,7 +15,7 @@ PAIRS = (
 
 def test_last_token_states_match_hidden_states_and_single_runs(lm):
     prompts = ["The food was delicious.", "Hi", "I loved every minute of the long film."]
-    H = steering.last_token_states(lm, prompts, layers=[0, 5, 29])
+    H = lm.last_token_states(prompts, layers=[0, 5, 29])
     assert H.shape == (3, 3, lm.d_model)
     for i, p in enumerate(prompts):
         ids = torch.tensor([lm.encode(p)])
@@ -23,14 +24,14 @@ def test_last_token_states_match_hidden_states_and_single_runs(lm):
         # hidden_states[L + 1] is resid_post.L (the last entry has the final norm applied)
         torch.testing.assert_close(H[0, i], hs[1][0, -1], atol=1e-3, rtol=1e-4)
         torch.testing.assert_close(H[1, i], hs[6][0, -1], atol=1e-3, rtol=1e-4)
-        alone = steering.last_token_states(lm, [p], layers=[29])[0, 0]
+        alone = lm.last_token_states([p], layers=[29])[0, 0]
         torch.testing.assert_close(H[2, i], alone, atol=1e-3, rtol=1e-4)
 
 
 def test_pair_states_split_the_sides(lm):
     pos, neg = PAIRS
     Hp, Hn = steering.pair_states(lm, pos, neg, layers=[2, 7])
-    H = steering.last_token_states(lm, pos + neg, layers=[2, 7])
+    H = lm.last_token_states(pos + neg, layers=[2, 7])
     assert Hp.shape == Hn.shape == (2, 4, lm.d_model)
     assert torch.equal(Hp, H[:, :4]) and torch.equal(Hn, H[:, 4:])
 
@@ -83,7 +84,7 @@ def test_add_steering():
 def test_c_zero_is_exactly_the_unsteered_model(lm):
     v = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(0)) * 10
     prompt = "Write one sentence about your weekend."
-    enc = lm._batch([lm.chat_prompt(prompt)], padding_side="left")
+    enc = lm.batch([lm.chat_prompt(prompt)])
     with torch.no_grad():
         plain = lm.model(**enc).logits
         with steering.steered(lm, v, 0.0, layers=[3, 12]):
@@ -99,7 +100,7 @@ def test_c_zero_is_exactly_the_unsteered_model(lm):
 def test_steering_direction_and_reversal(lm):
     pos, neg = PAIRS
     layer = 12
-    H = steering.last_token_states(lm, pos + neg, layers=[layer])[0]
+    H = lm.last_token_states(pos + neg, layers=[layer])[0]
     v = steering.diff_of_means(H[:4], H[4:], normalize=False)
     prompts = ["The weather this weekend was", "We watched the movie last night and it was"]
     good, bad = [" great", " good", " wonderful"], [" terrible", " bad", " awful"]
@@ -149,13 +150,13 @@ def test_bad_input(lm):
         with steering.steered(lm, torch.zeros(lm.d_model), 1.0, layers=[lm.n_layers]):
             pass
     with pytest.raises(ValueError, match="out of range"):
-        steering.last_token_states(lm, ["hello"], layers=[-1])
+        lm.last_token_states(["hello"], layers=[-1])
     with pytest.raises(ValueError, match="non-empty"):
-        steering.last_token_states(lm, ["hello", ""])
+        lm.last_token_states(["hello", ""])
     with pytest.raises(ValueError, match="empty"):
-        steering.last_token_states(lm, [])
+        lm.last_token_states([])
     with pytest.raises(ValueError, match="context"):
-        steering.last_token_states(lm, ["hello " * (lm.max_length + 10)])
+        lm.last_token_states(["hello " * (lm.max_length + 10)])
     with pytest.raises(ValueError, match="finite"):
         with steering.steered(lm, torch.zeros(lm.d_model), float("nan"), layers=[3]):
             pass

@@ -510,7 +510,7 @@ def build(out: Path, limit: int | None = None, batch_size: int = BATCH_SIZE, max
     """Generate, filter and write the corpus; return its statistics."""
     from tqdm.auto import tqdm
 
-    from labkit.models import load_lm
+    from labkit.lm import load_lm
 
     lm = load_lm(MODEL, device="cpu")
     items = build_prompts()

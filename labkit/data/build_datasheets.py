@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("names", nargs="*", default=sorted(AUDIT_SETTINGS))
     parser.add_argument("--overwrite", action="store_true", help="replace shipped datasheets that differ")
     args = parser.parse_args(argv)
-    from labkit.models import load_embedder
+    from labkit.lm import load_embedder
 
     embedder = load_embedder()
     for name in args.names:

@@ -60,7 +60,7 @@ def prompts() -> list[str]:
 
 
 def build(limit: int | None = None, out: Path = OUT) -> list[dict]:
-    from labkit.models import load_lm
+    from labkit.lm import load_lm
 
     torch.set_num_threads(1)  # a shared small CPU: one thread avoids oversubscription (the shipped file was built this way)
     lm = load_lm(device="cpu")

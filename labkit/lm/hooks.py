@@ -48,7 +48,10 @@ from typing import Callable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["sites", "parse_site", "capture", "patch", "run_with_cache", "Cache", "LAYER_KINDS", "MODEL_KINDS"]
+__all__ = [
+    "sites", "parse_site", "capture", "patch", "run_with_cache", "stop_after", "start_at", "Cache", "Layout", "layout",
+    "hf_module", "LAYER_KINDS", "MODEL_KINDS",
+]
 
 #: Site kinds that need a layer, in the order a forward pass meets them.
 LAYER_KINDS = ("resid_pre", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
@@ -90,12 +93,20 @@ Edit = Union[torch.Tensor, Callable[[torch.Tensor], Union[torch.Tensor, None]]]
 
 
 @dataclass
-class _Layout:
-    """Where the sites of one model live."""
+class Layout:
+    """Where the parts of one model live: what every labkit function that looks inside a model goes through.
 
-    family: str  # "llama" or "gpt2"
+    ``family`` is ``"llama"`` or ``"gpt2"``; ``decoder`` is the stack without the output layer
+    (``LlamaModel``, ``GPT2Model``), whose ``layers`` are the decoder blocks; ``norm`` is the final norm and
+    ``unembed`` the output layer (``lm_head``), so ``logits = unembed(norm(resid_post.<last>))``.
+    """
+
+    family: str
+    decoder: nn.Module
     embed: nn.Module
     layers: nn.ModuleList
+    norm: nn.Module
+    unembed: nn.Module | None
     n_heads: int
     d_head: int
 
@@ -107,16 +118,18 @@ class _Layout:
         return self.layers[layer].get_submodule(path), where
 
 
-def _hf_model(model) -> nn.Module:
-    """The ``nn.Module`` behind ``model``: the model itself, or the ``.model`` of a wrapper like ``LanguageModel``."""
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise TypeError(
-        f"expected a Hugging Face model (torch.nn.Module) or a labkit LanguageModel, got {type(model).__name__}"
-    )
+def hf_module(model) -> nn.Module:
+    """The Hugging Face ``nn.Module`` behind ``model``: the model itself, the ``.model`` of a labkit
+    ``LanguageModel``, or the model inside a ``peft`` wrapper (whose LoRA layers edit it in place)."""
+    if not isinstance(model, nn.Module):
+        inner = getattr(model, "model", None)
+        if not isinstance(inner, nn.Module):
+            raise TypeError(
+                f"expected a Hugging Face model (torch.nn.Module) or a labkit LanguageModel, got {type(model).__name__}"
+            )
+        model = inner
+    get_base = getattr(model, "get_base_model", None)  # a peft PeftModel
+    return get_base() if callable(get_base) else model
 
 
 def _has(module: nn.Module, paths: Sequence[str]) -> bool:
@@ -128,19 +141,20 @@ def _has(module: nn.Module, paths: Sequence[str]) -> bool:
     return True
 
 
-def _layout(model) -> _Layout:
+def layout(model) -> Layout:
     """Recognise the model's family from its modules; raise ``ValueError`` for an unsupported one."""
-    hf = _hf_model(model)
+    hf = hf_module(model)
     config = getattr(hf, "config", None)
     n_heads = getattr(config, "num_attention_heads", None)
+    unembed = getattr(hf, "lm_head", None)
     base = getattr(hf, "model", hf)  # LlamaForCausalLM.model is the LlamaModel
     layers = getattr(base, "layers", None)
     if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["llama"]) and n_heads:
-        return _Layout("llama", base.embed_tokens, layers, n_heads, layers[0].self_attn.head_dim)
+        return Layout("llama", base, base.embed_tokens, layers, base.norm, unembed, n_heads, layers[0].self_attn.head_dim)
     base = getattr(hf, "transformer", hf)  # GPT2LMHeadModel.transformer is the GPT2Model
     layers = getattr(base, "h", None)
     if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["gpt2"]) and n_heads:
-        return _Layout("gpt2", base.wte, layers, n_heads, layers[0].attn.head_dim)
+        return Layout("gpt2", base, base.wte, layers, base.ln_f, unembed, n_heads, layers[0].attn.head_dim)
     raise ValueError(
         f"unsupported model {type(hf).__name__}: labkit.hooks knows the Llama layout "
         f"(model.layers[L].self_attn.o_proj, .mlp.down_proj) and GPT-2 (transformer.h[L].attn.c_proj, .mlp.c_proj)"
@@ -153,7 +167,7 @@ def _layout(model) -> _Layout:
 
 def sites(model) -> list[str]:
     """All valid site names for ``model``: ``"embed"``, then each layer's sites in forward order."""
-    n_layers = len(_layout(model).layers)
+    n_layers = len(layout(model).layers)
     return list(MODEL_KINDS) + [f"{kind}.{layer}" for layer in range(n_layers) for kind in LAYER_KINDS]
 
 
@@ -164,7 +178,7 @@ def parse_site(model, site: str) -> tuple[str, int | None]:
     """
     if not isinstance(site, str):
         raise TypeError(f"a site is a string like 'resid_post.3', got {type(site).__name__}")
-    n_layers = len(_layout(model).layers)
+    n_layers = len(layout(model).layers)
     valid = f"valid kinds are {', '.join(LAYER_KINDS)} (with a layer, e.g. 'resid_post.3') and 'embed'"
     kind, dot, layer_text = site.partition(".")
     if kind in MODEL_KINDS:
@@ -236,10 +250,10 @@ def _per_head(fn, n_heads: int, d_head: int):
     return on_flat
 
 
-def _add_hook(layout: _Layout, kind: str, layer: int | None, fn, prepend: bool = False):
-    module, where = layout.locate(kind, layer)
+def _add_hook(lay: Layout, kind: str, layer: int | None, fn, prepend: bool = False):
+    module, where = lay.locate(kind, layer)
     if kind == "head":
-        fn = _per_head(fn, layout.n_heads, layout.d_head)
+        fn = _per_head(fn, lay.n_heads, lay.d_head)
     if where == "input":
         return module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True, prepend=prepend)
     return module.register_forward_hook(_output_hook(fn), prepend=prepend)
@@ -293,7 +307,7 @@ def capture(model, sites: str | Sequence[str], detach: bool = True, positions=No
     (or ``cache[site].retain_grad()`` before ``backward``) gives the gradient with respect to that activation,
     also with ``positions``. Hooks are removed on exit, also when an error is raised.
     """
-    layout = _layout(model)
+    lay = layout(model)
     wanted = _site_list(model, sites)
     if accumulate and not detach:
         raise ValueError(
@@ -329,7 +343,7 @@ def capture(model, sites: str | Sequence[str], detach: bool = True, positions=No
 
     with _hooks_removed_on_exit() as handles:
         for name, kind, layer in wanted:
-            handles.append(_add_hook(layout, kind, layer, recorder(name)))
+            handles.append(_add_hook(lay, kind, layer, recorder(name)))
         yield cache
 
 
@@ -374,7 +388,7 @@ def patch(model, edits: Mapping[str, Edit]):
     in nested ``patch`` blocks on one site the inner block's edit runs first. Hooks are removed on exit, also
     on error.
     """
-    layout = _layout(model)
+    lay = layout(model)
     if not isinstance(edits, Mapping):
         raise TypeError(f"edits must map site names to tensors or functions, got {type(edits).__name__}")
     plan = []
@@ -393,8 +407,103 @@ def patch(model, edits: Mapping[str, Edit]):
 
     with _hooks_removed_on_exit() as handles:
         for name, kind, layer, edit in plan:
-            handles.append(_add_hook(layout, kind, layer, editor(name, edit), prepend=True))
+            handles.append(_add_hook(lay, kind, layer, editor(name, edit), prepend=True))
         yield
+
+
+# --------------------------------------------------------------------------------------------------
+# Running part of the model: stop after a site, start at a layer
+
+
+class _StopForward(Exception):
+    """Raised by :func:`stop_after`'s hook to end a forward pass; caught by the same ``with`` block."""
+
+
+@contextlib.contextmanager
+def stop_after(model, site: str):
+    """End every forward pass run inside the ``with`` block right after ``site`` is computed.
+
+    The layers after the site cannot change it, so reading an early activation need not pay for the rest of
+    the model. Combine it with :func:`capture` (enter ``capture`` first, so its hook runs before the stop)::
+
+        with capture(lm, "mlp_post.3") as cache, stop_after(lm, "mlp_post.3"):
+            lm.model(ids)                       # returns nothing: the pass ends inside block 3
+
+    The model call inside the block returns no output (the pass was cut short); the hook is removed on exit.
+    """
+    ((name, kind, layer),) = _site_list(model, site)
+
+    def stop(act):
+        raise _StopForward(name)
+
+    with _hooks_removed_on_exit() as handles:
+        handles.append(_add_hook(layout(model), kind, layer, stop))
+        try:
+            yield
+        except _StopForward:
+            pass
+
+
+class _Skip(nn.Module):
+    """Stands in for a decoder block that :func:`start_at` skips: hands its input on unchanged."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        for attr in ("attention_type", "layer_type", "layer_idx"):  # what some decoders read off their blocks
+            if hasattr(block, attr):
+                setattr(self, attr, getattr(block, attr))
+
+    def forward(self, hidden_states=None, *args, **kwargs):
+        return hidden_states
+
+
+class _Feed(nn.Module):
+    """Wraps the block :func:`start_at` starts at: runs it on the given residual stream instead of its input."""
+
+    def __init__(self, block: nn.Module, hidden: torch.Tensor):
+        super().__init__()
+        self.block = block
+        self.hidden = hidden
+        for attr in ("attention_type", "layer_type", "layer_idx"):
+            if hasattr(block, attr):
+                setattr(self, attr, getattr(block, attr))
+
+    def forward(self, *args, **kwargs):
+        if args:
+            args = (self.hidden, *args[1:])
+        else:
+            kwargs["hidden_states"] = self.hidden
+        return self.block(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def start_at(model, layer: int, hidden: torch.Tensor):
+    """Inside the ``with`` block, forward passes start at decoder block ``layer`` from ``hidden`` (= ``resid_pre.layer``).
+
+    Blocks ``0 … layer − 1`` are skipped (they stand aside for the block's duration) and block ``layer``
+    receives ``hidden`` [batch, seq, d_model] instead of its input. Everything else is the model's own forward
+    pass: give it inputs of the same batch and length as ``hidden`` (e.g. ``inputs_embeds=hidden`` with the
+    attention mask and position ids), from which it builds the attention mask and position embeddings as
+    usual. The result equals a full forward pass whose ``resid_pre.layer`` is ``hidden``, at the cost of the
+    upper blocks only. Hooks of :func:`capture` and :func:`patch` on block ``layer`` and above work as usual
+    (a patch of ``resid_pre.layer`` sees ``hidden``); sites below ``layer`` are not computed.
+    """
+    lay = layout(model)
+    n = len(lay.layers)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise ValueError(f"layer {layer!r} out of range: this model has {n} layers (0-{n - 1})")
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+        raise ValueError(f"hidden must be a [batch, seq, d_model] tensor (resid_pre.{layer}), got "
+                         f"{getattr(hidden, 'shape', type(hidden).__name__)}")
+    blocks = list(lay.layers[: layer + 1])
+    try:
+        for i in range(layer):
+            lay.layers[i] = _Skip(blocks[i])
+        lay.layers[layer] = _Feed(blocks[layer], hidden)
+        yield
+    finally:
+        for i, block in enumerate(blocks):
+            lay.layers[i] = block
 
 
 # --------------------------------------------------------------------------------------------------
@@ -409,7 +518,7 @@ def run_with_cache(model, inputs, sites: str | Sequence[str], **capture_kwargs):
     padding side). ``capture_kwargs`` go to :func:`capture`. With ``detach=True`` (the default) the pass runs
     without gradients.
     """
-    hf = _hf_model(model)
+    hf = hf_module(model)
     if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is None:
