@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 import labkit
-from labkit import hooks, llm_explain, steering
+from labkit import llm_explain, steering
+from labkit.lm import hooks
 
 from _timing import timed  # benchmarks/_timing.py
 
@@ -68,10 +69,10 @@ def main():
         def per_layer_naive():
             out = []
             for layer in range(lm.n_layers):
-                out.append(steering.last_token_states(lm, prompts, layers=[layer])[0])
+                out.append(lm.last_token_states(prompts, layers=[layer])[0])
             return torch.stack(out)
 
-        a, t_b = timed(lambda: steering.last_token_states(lm, prompts), repeat=1)
+        a, t_b = timed(lambda: lm.last_token_states(prompts), repeat=1)
         b, t_n = timed(per_layer_naive, repeat=1)
         rows.append(("last-token states, 30 layers × 32 prompts", t_n, t_b, float((a - b).abs().max())))
 

@@ -10,8 +10,8 @@ Notebook 09 uses this module. Its parts:
   Kirichenko et al. 2023).
 * **WEAT and SEAT** (Caliskan et al. 2017; May et al. 2019) — :func:`embed`, :func:`association`,
   :func:`weat_effect_size`, :func:`permutation_p_value`, :func:`weat`, :func:`seat_sentences`.
-* **Bias in the language model** — :func:`option_logprobs` (batched next-token log-probabilities of single-
-  token options), :func:`minimal_pair_scores` (CrowS-Pairs-style scoring, Nangia et al. 2020),
+* **Bias in the language model** — answer options are scored by ``lm.option_logprobs`` (the course's one
+  scoring path, :mod:`labkit.lm.model`); :func:`minimal_pair_scores` (CrowS-Pairs-style scoring, Nangia et al. 2020),
   :func:`mc_prompts`, :func:`position_bias`, :func:`contextual_calibration` (Zhao et al. 2021).
 * The course's word lists, minimal pairs and questions: :func:`load_data` (``labkit/data/*.json``; their
   design is described in ``labkit/data/bias_data.md``).
@@ -20,14 +20,12 @@ Notebook 09 uses this module. Its parts:
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from labkit.datasets import load_data  # noqa: F401  (notebook 09 reads its data files as bias.load_data)
 from labkit.runtime import get_device
 
 __all__ = [
@@ -45,25 +43,11 @@ __all__ = [
     "permutation_p_value",
     "weat",
     "seat_sentences",
-    "option_logprobs",
     "minimal_pair_scores",
     "mc_prompts",
     "position_bias",
     "contextual_calibration",
 ]
-
-DATA_DIR = Path(__file__).resolve().parent / "data"
-
-
-def load_data(name: str) -> dict | list:
-    """A data file written for the course: ``"weat_words"``, ``"minimal_pairs"``, ``"mc_questions"``,
-    ``"values"`` (see ``labkit/data/bias_data.md`` and ``values_data.md`` for their design)."""
-    path = DATA_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in DATA_DIR.glob("*.json"))
-        raise ValueError(f"no course data file {name!r}; known: {known}")
-    return json.loads(path.read_text())
-
 
 # --------------------------------------------------------------------------------------------------
 # Simplicity bias and shortcut learning
@@ -399,39 +383,6 @@ def seat_sentences(words: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------
 # Bias in the language model
-
-
-def _check_options(lm, options: Sequence[str]) -> list[int]:
-    options = list(options)
-    if len(options) < 2:
-        raise ValueError("give at least two options")
-    if len(set(options)) != len(options):
-        dup = sorted({o for o in options if options.count(o) > 1})
-        raise ValueError(f"the option list has duplicates {dup}: each option must appear once")
-    ids = []
-    for o in options:
-        if not isinstance(o, str) or not o:
-            raise ValueError("options must be non-empty strings")
-        ids.append(lm.token_id(o))  # raises when an option is not exactly one token
-    return ids
-
-
-@torch.no_grad()
-def option_logprobs(lm, prompts: Sequence[str], options: Sequence[str] = (" A", " B", " C"), batch_size: int = 32,
-                    normalize: bool = False) -> torch.Tensor:
-    """log p(option | prompt) for single-token options, ``[n_prompts, n_options]`` — one forward pass per
-    batch, reading only the last position's logits (the closed-form alternative to sampling answers).
-
-    With ``normalize=True`` the options are renormalised among themselves: log p(o | prompt, o ∈ options).
-    """
-    ids = _check_options(lm, options)
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts")
-    lp = torch.log_softmax(lm.next_token_logits(prompts, batch_size), -1)[:, ids]
-    return torch.log_softmax(lp, -1) if normalize else lp
 
 
 def minimal_pair_scores(lm, pairs: Sequence[dict], batch_size: int = 32) -> torch.Tensor:

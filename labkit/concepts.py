@@ -44,6 +44,7 @@ __all__ = [
     "cav_classifier",
     "animal_texts",
     "ANIMAL_CONCEPTS",
+    "ANIMAL_DESCRIPTIONS",
     "label_free_cbm",
 ]
 
@@ -330,7 +331,7 @@ ANIMAL_CONCEPTS = {
 _NAMES = {"bird": ["sparrow", "robin", "eagle", "parrot", "owl", "finch", "crow", "heron"],
           "fish": ["salmon", "trout", "tuna", "carp", "cod", "perch", "pike", "herring"],
           "mammal": ["dog", "horse", "rabbit", "deer", "fox", "goat", "bear", "mouse"]}
-_DESCRIPTIONS = {
+ANIMAL_DESCRIPTIONS = {
     "bird": ["Its body is covered in soft feathers.", "It spreads its wings and flies over the field.",
              "It builds a nest and sits on its eggs.", "It picks up seeds with its beak."],
     "fish": ["It moves through the water with its fins.", "It spends its whole life under water.",
@@ -356,7 +357,7 @@ def animal_texts(n_per_class: int = 40, seed: int = 0) -> tuple[list[str], torch
         for ci, cls in enumerate(classes):
             facts = rng.choice(4, size=rng.integers(1, 3), replace=False)
             name = "The animal" if rng.random() < 0.5 else f"The {rng.choice(_NAMES[cls])}"
-            parts = [_DESCRIPTIONS[cls][k] for k in facts] + [rng.choice(_FILLER)]
+            parts = [ANIMAL_DESCRIPTIONS[cls][k] for k in facts] + [rng.choice(_FILLER)]
             rng.shuffle(parts)
             texts.append(f"{name} is here. " + " ".join(parts))
             labels.append(ci)

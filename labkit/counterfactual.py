@@ -27,6 +27,7 @@ from labkit.attribution import DigitsCNN, accuracy, load_digits, train_classifie
 from labkit.runtime import get_device
 
 __all__ = [
+    "greedy_cell_swaps",
     "FEATURES", "Feature", "make_credit_data", "TabularModel", "fit_logistic", "fit_mlp", "wachter", "validity",
     "proximity", "sparsity", "mad", "step_bounds", "InfeasibleRecourse", "Recourse", "recourse_milp",
     "brute_force_recourse", "diverse_recourse", "greedy_visual_counterfactual", "min_edits_exhaustive",
@@ -431,7 +432,7 @@ def greedy_visual_counterfactual(model: DigitsCNN, query: torch.Tensor, distract
         raise ValueError(f"target {target} is out of range: the model has {n_classes} classes")
     if int(model.decide(fq[None]).argmax()) == int(target):
         raise ValueError(f"the query is already classified as {target}: pick a different target class")
-    edits, probs = _greedy(model.decide, fq, fd, int(target), max_edits)
+    edits, probs = greedy_cell_swaps(model.decide, fq, fd, int(target), max_edits)
     return {"edits": edits, "p_target": probs, "flipped": bool(probs.numel() and _is_target(model.decide, fq, fd, edits, target))}
 
 
@@ -448,7 +449,13 @@ def _is_target(g, fq, fd, edits, target):
     return int(g(_apply(fq, fd, edits.tolist())[None]).argmax()) == int(target)
 
 
-def _greedy(g, fq, fd, target, max_edits=None):
+def greedy_cell_swaps(g, fq, fd, target: int, max_edits: int | None = None):
+    """The greedy search of :func:`greedy_visual_counterfactual` on feature grids: ``(edits [k, 2], p_target [k + 1])``.
+
+    ``g`` maps feature grids ``[n, C, h, w]`` to logits; ``fq`` and ``fd`` are the query's and the distractor's
+    grids ``[C, h, w]``. Each step swaps in the (query cell, distractor cell) pair that raises log p(target)
+    most, trying every unused pair in one batch, until the class is ``target`` or ``max_edits`` swaps are made.
+    """
     C, h, w = fq.shape
     n = h * w
     max_edits = n if max_edits is None else max_edits

@@ -13,6 +13,14 @@ The corpus
     * :func:`corpus_texts` — only the texts;
     * :func:`corpus_token_batches` — the texts tokenised and packed into a ``[n, seq_len]`` tensor.
 
+The professions
+    ``labkit/data/professions.json``: 320 profession words with crowd-rated definitional and stereotypical
+    gender scores (Bolukbasi et al. 2016; provenance in ``professions.md``), used by notebooks 07 and 08.
+
+    * :func:`load_professions` — the rows as dicts;
+    * :func:`filter_professions` — Vig et al.'s (2020) filter: not gendered by definition, and one token
+      like " man", so a profession and "man"/"woman" occupy the same position.
+
 Every loader reads files shipped inside the package, so nothing here needs a network.
 """
 
@@ -34,6 +42,9 @@ __all__ = [
     "load_corpus",
     "corpus_texts",
     "corpus_token_batches",
+    "load_professions",
+    "filter_professions",
+    "load_data",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -148,6 +159,75 @@ def corpus_token_batches(
     if n == 0:
         raise ValueError(f"the selected texts have {len(stream)} tokens, fewer than one row of {seq_len}")
     return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+# --------------------------------------------------------------------------------------------------
+# Course data files
+
+
+def load_data(name: str) -> dict | list:
+    """A JSON data file written for the course, by name: ``"weat_words"``, ``"minimal_pairs"``,
+    ``"mc_questions"``, ``"values"``, … (``labkit/data/<name>.json``; each has a ``.md`` note on its design)."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name:
+        raise ValueError(f"name must be the name of a course data file (e.g. 'weat_words'), got {name!r}")
+    path = DATA_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in DATA_DIR.glob("*.json"))
+        raise ValueError(f"no course data file {name!r}; known: {known}")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------------------------------
+# The professions
+
+
+PROFESSIONS_FILE = "professions.json"
+
+
+def load_professions(path: str | Path | None = None) -> list[dict]:
+    """The Bolukbasi et al. (2016) professions: ``[{"word", "definitional", "stereotypical"}]``, in file order.
+
+    Scores run from −1 (female) to +1 (male). Multi-word entries use spaces (the file's underscores are
+    replaced). ``path`` reads another file of the same format. See ``labkit/data/professions.md``.
+    """
+    file = Path(path) if path is not None else DATA_DIR / PROFESSIONS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: reinstall labkit (it ships labkit/data/{PROFESSIONS_FILE})")
+    data = json.loads(file.read_text())
+    try:
+        cols = data["columns"]
+        w, de, st = cols.index("word"), cols.index("definitional"), cols.index("stereotypical")
+        return [{"word": r[w].replace("_", " "), "definitional": float(r[de]), "stereotypical": float(r[st])}
+                for r in data["rows"]]
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"{file} is not a professions file (columns word, definitional, stereotypical): {e}") from e
+
+
+def filter_professions(lm, professions: list[dict], max_definitional: float = 0.75, like: str = "man",
+                       return_dropped: bool = False):
+    """Vig et al.'s (2020) filter: keep |definitional| < ``max_definitional``; of those, keep the professions
+    that tokenise (after a space) to as many tokens as ``" " + like``, so that an intervention can swap the
+    profession for "man"/"woman" position by position.
+
+    ``lm`` is a :class:`labkit.lm.LanguageModel` (its tokenizer decides the token counts). With
+    ``return_dropped=True`` also returns ``{"definitional": [...], "several_tokens": [...]}``, the words each
+    rule dropped.
+    """
+    if not 0 < max_definitional <= 1:
+        raise ValueError(f"max_definitional must be in (0, 1], got {max_definitional!r}")
+    n = len(lm.encode(" " + like))
+    for w in ("man", "woman"):
+        if len(lm.encode(" " + w)) != n:
+            raise ValueError(f"' {w}' is {len(lm.encode(' ' + w))} tokens but ' {like}' is {n}: set-gender needs both the same length")
+    kept, dropped = [], {"definitional": [], "several_tokens": []}
+    for p in professions:
+        if abs(p["definitional"]) >= max_definitional:
+            dropped["definitional"].append(p["word"])
+        elif len(lm.encode(" " + p["word"])) != n:
+            dropped["several_tokens"].append(p["word"])
+        else:
+            kept.append(p)
+    return (kept, dropped) if return_dropped else kept
 
 
 # --------------------------------------------------------------------------------------------------

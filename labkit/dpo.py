@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Sequence
@@ -224,13 +225,20 @@ def encode_responses(lm, prompts: Sequence[str], responses: Sequence[str], max_l
 class LoraDPO:
     """DPO fine-tuning of a causal LM (Llama family) with a LoRA adapter on its top ``n_lora_layers`` layers.
 
+    **It adds the adapter to ``lm.model`` in place** (``peft``): the LoRA layers live inside the model you
+    pass, so no second copy of the weights is made. The adapter is switched on only inside the trainer's own
+    policy computations (:meth:`policy`, :meth:`logps`, :meth:`train`, :meth:`generate` with
+    ``adapter=True``); everywhere else ``lm`` still computes the reference model π_ref. :meth:`remove` takes
+    the adapter out for good.
+
     Efficiency, without changing the maths:
 
     * the layers below the adapter are frozen and identical for the policy and the reference, so their
       output (the residual stream entering the first adapted layer) is computed **once** per response and
-      cached; each training step runs only the adapted top layers and the unembedding;
-    * the reference π_ref is the same model with the adapter disabled (``peft``'s ``disable_adapter()``),
-      never a second copy; its log-probabilities are computed once, before training;
+      cached (``lm.run_to``); each training step runs only the adapted top layers (``lm.run_from``) and the
+      unembedding;
+    * the reference π_ref is the same model with the adapter switched off, never a second copy; its
+      log-probabilities are computed once, before training;
     * responses are stored once even when they appear in many pairs; each step runs the unique responses
       of its pairs — chosen and rejected together — in one batch.
 
@@ -252,17 +260,37 @@ class LoraDPO:
             raise ValueError(f"n_lora_layers must be between 1 and {n_layers}")
         self.first = n_layers - n_lora_layers
         self.batch = encode_responses(lm, prompts, responses)
+        if lm.device != self.device:
+            raise ValueError(f"the model is on {lm.device} but device={self.device} was asked for: load it there "
+                             f"(labkit.load_lm(device=...)); LoraDPO does not move a model it was handed")
         torch.manual_seed(seed)
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
                             layers_to_transform=list(range(self.first, n_layers)))
-        base.to(self.device)
         with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 marks deprecated
             warnings.simplefilter("ignore", FutureWarning)
-            self.model = get_peft_model(base, config)
-        self.inner = base.model  # the decoder (embeddings, layers, norm); peft edited its modules in place
-        self.lm_head = base.lm_head
+            self.model = get_peft_model(base, config)  # LoRA layers inserted into lm.model, in place
+        self.model.base_model.disable_adapter_layers()  # lm computes π_ref unless the trainer switches it on
+        self._policy_depth = 0
+        self.lm_head = lm.layout.unembed
         self.batch_size = batch_size
         self._cache_frozen()
+
+    @contextlib.contextmanager
+    def policy(self):
+        """Inside the ``with`` block the adapter is on: ``lm`` (and ``lm.model``) compute the policy π_θ."""
+        if self._policy_depth == 0:
+            self.model.base_model.enable_adapter_layers()
+        self._policy_depth += 1
+        try:
+            yield
+        finally:
+            self._policy_depth -= 1
+            if self._policy_depth == 0:
+                self.model.base_model.disable_adapter_layers()
+
+    def remove(self) -> None:
+        """Take the LoRA layers out of ``lm.model`` (``peft``'s ``unload``): the model is the original again."""
+        self.model.unload()
 
     # -- forward passes ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -273,7 +301,7 @@ class LoraDPO:
         for s in range(0, len(self.batch["input_ids"]), self.batch_size):
             ids = self.batch["input_ids"][s : s + self.batch_size].to(self.device)
             mask = self.batch["attention_mask"][s : s + self.batch_size].to(self.device)
-            parts.append(_run_until(self.inner, ids, mask, self.first))
+            parts.append(self.lm.run_to(f"resid_pre.{self.first}", ids, attention_mask=mask))
         self.frozen = torch.cat(parts)
         self.ref_logps, self.ref_hidden = self.logps(torch.arange(len(self.frozen)), reference=True, hidden=True)
         self.ref_logps = self.ref_logps.cpu()
@@ -282,12 +310,12 @@ class LoraDPO:
         """Final hidden states (after the last norm) of responses ``idx`` from the cached stream."""
         h = self.frozen[idx].to(self.device)
         mask = self.batch["attention_mask"][idx].to(self.device)
-        return _run_from(self.inner, h, mask, self.first)
+        return self.lm.run_from(self.first, h, attention_mask=mask, output="hidden")
 
     def logps(self, idx: torch.Tensor, reference: bool = False, hidden: bool = False, grad: bool = False):
         """Sequence log-probabilities of responses ``idx`` under the policy (or the reference)."""
         outs, hs = [], []
-        ctx = self.model.disable_adapter() if reference else _Null()
+        ctx = contextlib.nullcontext() if reference else self.policy()
         with ctx, torch.set_grad_enabled(grad):
             for s in range(0, len(idx), self.batch_size):
                 j = idx[s : s + self.batch_size]
@@ -317,9 +345,9 @@ class LoraDPO:
             j = idx[s : s + self.batch_size]
             pred = self.batch["response_mask"][j][:, 1:].bool().to(self.device)
             rows = torch.arange(len(j), device=self.device)[:, None].expand_as(pred)[pred]
-            lp = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
-            with self.model.disable_adapter():
-                lr = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
+            with self.policy():
+                lp = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
+            lr = torch.log_softmax(self.lm_head(self._top(j)[:, :-1][pred]).float(), -1)
             # KL = Σ_v p_v (log p_v − log r_v), computed in place: these are [tokens, 49152] tensors
             diff = lr.neg_().add_(lp)
             kl = (lp.exp_() * diff).sum(-1)
@@ -350,9 +378,9 @@ class LoraDPO:
             raise ValueError(f"pair indices must be between 0 and {n - 1}")
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError("epochs must be a positive integer")
-        from tqdm.auto import tqdm
 
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        with self.policy():  # the adapter's parameters are trainable while it is switched on
+            params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=lr)
         g = torch.Generator().manual_seed(seed)
         steps = []
@@ -371,25 +399,31 @@ class LoraDPO:
         hist = {"loss": [], "chosen_logratio": [], "rejected_logratio": [], "margin": [], "accuracy": []}
         self.model.train()
         try:
-            for b in tqdm(steps, desc="DPO steps", disable=not progress):
-                c, r = chosen[b], rejected[b]
-                uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
-                lp = self._score(self._top(uniq), uniq)  # chosen and rejected in one batch
-                pc, pr = lp[inv[: len(b)]], lp[inv[len(b):]]
-                rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
-                loss = dpo_loss(pc, pr, rc, rr, beta)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                margin = beta * ((pc - rc) - (pr - rr)).detach()
-                hist["loss"].append(loss.item())
-                hist["chosen_logratio"].append((pc - rc).mean().item())
-                hist["rejected_logratio"].append((pr - rr).mean().item())
-                hist["margin"].append(margin.mean().item())
-                hist["accuracy"].append((margin > 0).float().mean().item())
+            with self.policy():
+                self._train_steps(steps, chosen, rejected, beta, opt, hist, progress)
         finally:
             self.model.eval()
         return hist
+
+    def _train_steps(self, steps, chosen, rejected, beta, opt, hist, progress) -> None:
+        from tqdm.auto import tqdm
+
+        for b in tqdm(steps, desc="DPO steps", disable=not progress):
+            c, r = chosen[b], rejected[b]
+            uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
+            lp = self._score(self._top(uniq), uniq)  # chosen and rejected in one batch
+            pc, pr = lp[inv[: len(b)]], lp[inv[len(b):]]
+            rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+            loss = dpo_loss(pc, pr, rc, rr, beta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            margin = beta * ((pc - rc) - (pr - rr)).detach()
+            hist["loss"].append(loss.item())
+            hist["chosen_logratio"].append((pc - rc).mean().item())
+            hist["rejected_logratio"].append((pr - rr).mean().item())
+            hist["margin"].append(margin.mean().item())
+            hist["accuracy"].append((margin > 0).float().mean().item())
 
     def ches(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """CHES score of each pair from the reference model's final hidden states (see :func:`ches_score`)."""
@@ -401,45 +435,8 @@ class LoraDPO:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, adapter: bool = True) -> list[str]:
         """Greedy continuations of chat-formatted ``prompts`` with the adapter on (policy) or off (reference)."""
-        ctx = _Null() if adapter else self.model.disable_adapter()
-        with ctx:
-            tok = self.lm.tokenizer
-            tok.padding_side = "left"
-            enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                      top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-        return [t.strip() for t in tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+        with self.policy() if adapter else contextlib.nullcontext():
+            replies = self.lm.generate(list(prompts), max_new_tokens=max_new_tokens, chat=False,
+                                       batch_size=max(1, len(prompts)))
+        return [t.strip() for t in replies]
 
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def _mask_and_rope(inner, h: torch.Tensor, attention_mask: torch.Tensor):
-    from transformers.masking_utils import create_causal_mask
-
-    pos = torch.arange(h.shape[1], device=h.device)[None]
-    mask = create_causal_mask(config=inner.config, inputs_embeds=h, attention_mask=attention_mask,
-                              past_key_values=None, position_ids=pos)
-    return mask, inner.rotary_emb(h, position_ids=pos), pos
-
-
-def _run_until(inner, ids: torch.Tensor, attention_mask: torch.Tensor, stop: int) -> torch.Tensor:
-    """Run the decoder's embeddings and layers [0, stop): the residual stream entering layer ``stop``."""
-    h = inner.embed_tokens(ids)
-    mask, rope, pos = _mask_and_rope(inner, h, attention_mask)
-    for layer in inner.layers[:stop]:
-        h = layer(h, attention_mask=mask, position_embeddings=rope, position_ids=pos)
-    return h
-
-
-def _run_from(inner, h: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
-    """Run decoder layers [start, end) and the final norm on the residual stream ``h``."""
-    mask, rope, pos = _mask_and_rope(inner, h, attention_mask)
-    for layer in inner.layers[start:]:
-        h = layer(h, attention_mask=mask, position_embeddings=rope, position_ids=pos)
-    return inner.norm(h)

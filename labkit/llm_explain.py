@@ -1,7 +1,7 @@
 """Explaining language-model behaviour: token attributions, probes, neuron explanations, in-context
 learning, uncertainty.
 
-Everything works on a :class:`labkit.models.LanguageModel` (the course model is SmolLM2-135M-Instruct) and is
+Everything works on a :class:`labkit.lm.LanguageModel` (the course model is SmolLM2-135M-Instruct) and is
 batched: one forward pass scores many perturbed prompts, one forward pass captures every layer.
 
 * **Token attributions** for a next-token decision f(x) = log p(target | x):
@@ -23,7 +23,6 @@ batched: one forward pass scores many perturbed prompts, one forward pass captur
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import math
@@ -33,7 +32,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from labkit.lm import hooks
 
 __all__ = [
     "load_questions",
@@ -58,7 +56,6 @@ __all__ = [
     "token_saliency",
     "few_shot_prompt",
     "prefixed_next_logits",
-    "option_logprobs",
     "entropy",
     "expected_calibration_error",
     "reliability_curve",
@@ -111,8 +108,8 @@ def _ids(lm, prompt) -> torch.Tensor:
 def _target_id(lm, target) -> int:
     if isinstance(target, str):
         return lm.token_id(target)
-    if not 0 <= int(target) < lm.model.config.vocab_size:
-        raise ValueError(f"target token id {target} is outside the vocabulary (0-{lm.model.config.vocab_size - 1})")
+    if not 0 <= int(target) < lm.vocab_size:
+        raise ValueError(f"target token id {target} is outside the vocabulary (0-{lm.vocab_size - 1})")
     return int(target)
 
 
@@ -144,7 +141,7 @@ def target_logprob(lm, target, batch_size: int = 64, prefix: Sequence[int] = ())
             ids = torch.cat([head.expand(len(ids), -1), ids], 1)
         out = []
         for start in range(0, len(ids), batch_size):
-            logits = lm.model(input_ids=ids[start : start + batch_size].to(lm.device), logits_to_keep=1).logits[:, -1].float()
+            logits = lm.last_logits(input_ids=ids[start : start + batch_size].to(lm.device)).float()
             out.append(torch.log_softmax(logits, -1)[:, tid].cpu())
         return torch.cat(out)
 
@@ -176,7 +173,7 @@ def integrated_gradients(lm, prompt, target, n_steps: int = 32, baseline=None, f
     base[:, :fixed] = ids[:, :fixed]
 
     def forward(input_ids):
-        logits = lm.model(input_ids=input_ids, logits_to_keep=1).logits[:, -1].float()
+        logits = lm.last_logits(input_ids=input_ids).float()
         return torch.log_softmax(logits, -1)[:, tid]
 
     lig = LayerIntegratedGradients(forward, lm.model.get_input_embeddings())
@@ -374,36 +371,22 @@ def agreement_dataset(seed: int = 0) -> dict:
 # Neuron explanations: explain, simulate, score
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once the wanted activation is captured."""
-
-
 @torch.no_grad()
 def neuron_activations(lm, batches: torch.Tensor, layer: int, batch_size: int = 16) -> torch.Tensor:
     """MLP neuron activations ``mlp_post.layer`` on token rows ``[n, seq]`` (no padding): ``[n, seq, d_mlp]``.
 
-    The forward pass stops right after layer ``layer`` (the later layers cannot change it), which saves most
-    of the compute for an early layer.
+    The forward pass stops right after the site (``lm.run_to``: the later layers cannot change it), which
+    saves most of the compute for an early layer.
     """
-    if not isinstance(layer, int) or not 0 <= layer < lm.n_layers:
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < lm.n_layers:
         raise ValueError(f"layer {layer} out of range: this model has {lm.n_layers} layers (0-{lm.n_layers - 1})")
     batches = torch.as_tensor(batches)
     if batches.dim() != 2 or batches.numel() == 0:
         raise ValueError(f"expected token rows [n, seq], got shape {list(batches.shape)}")
-    site = f"mlp_post.{layer}"
-
-    def stop(act):
-        raise _StopForward
-
-    out = []
-    for start in range(0, len(batches), batch_size):
-        with hooks.capture(lm, site) as cache:
-            try:
-                with hooks.patch(lm, {f"mlp_out.{layer}": stop}):
-                    lm.model(input_ids=batches[start : start + batch_size].to(lm.device))
-            except _StopForward:
-                pass
-        out.append(cache[site].float().cpu())
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    out = [lm.run_to(f"mlp_post.{layer}", batches[start : start + batch_size]).float().cpu()
+           for start in range(0, len(batches), batch_size)]
     return torch.cat(out)
 
 
@@ -445,7 +428,7 @@ def token_saliency(lm, prompt, target) -> torch.Tensor:
     ids = _ids(lm, prompt)
     tid = _target_id(lm, target)
     emb = lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    logp = torch.log_softmax(lm.model(inputs_embeds=emb, logits_to_keep=1).logits[0, -1].float(), -1)[tid]
+    logp = torch.log_softmax(lm.last_logits(inputs_embeds=emb)[0].float(), -1)[tid]
     (grad,) = torch.autograd.grad(logp, emb)
     return (grad * emb).sum(-1)[0].abs().detach().cpu()
 
@@ -456,103 +439,25 @@ def few_shot_prompt(demos: Sequence[tuple[str, str]], query: str) -> str:
     return "".join(parts) + f"Review: {query}\nSentiment:"
 
 
-@torch.no_grad()
 def prefixed_next_logits(lm, prefix: str, suffixes: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Next-token logits after ``prefix + suffix`` for every suffix, ``[n, vocab]``, running the shared prefix once.
+    """Next-token logits after ``prefix + suffix`` for every suffix, ``[n, vocab]``, running the shared prefix once
+    per batch.
 
-    Few-shot prompts share their demonstrations: the prefix's keys and values are computed once and reused by
-    every query (prefix and suffix are tokenised separately and concatenated, as :func:`segment_ids` does).
+    Few-shot prompts share their demonstrations: prefix and suffix are tokenised separately and concatenated
+    (as :func:`segment_ids` does), and ``lm.next_token_logits(..., shared_prefix=True)`` computes the
+    prefix's keys and values once and reuses them for every query of a batch.
     """
     if isinstance(suffixes, str):
         suffixes = [suffixes]
-    p_ids = _ids(lm, prefix)
-    rows = [lm.encode(x) if isinstance(x, str) else [] for x in suffixes]
-    if not rows or any(not r for r in rows):
+    suffixes = list(suffixes)
+    if not suffixes or any(not isinstance(x, str) or not x for x in suffixes):
         raise ValueError("suffixes must be a non-empty list of non-empty strings")
-    width = p_ids.shape[1] + max(len(r) for r in rows)
-    if lm.max_length and width > lm.max_length:
-        raise ValueError(f"a prompt has {width} tokens, more than the model's context of {lm.max_length}")
-    cache = lm.model(input_ids=p_ids, use_cache=True).past_key_values
-    n_pre, pad, out = p_ids.shape[1], lm.tokenizer.pad_token_id, []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        longest = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), n_pre + longest), dtype=torch.long)
-        mask[:, :n_pre] = 1
-        for i, r in enumerate(chunk):  # right padding: real tokens never see the pads after them
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, n_pre : n_pre + len(r)] = 1
-        past = copy.deepcopy(cache)
-        past.batch_repeat_interleave(len(chunk))
-        pos = (n_pre + torch.arange(longest))[None].expand(len(chunk), -1)
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), position_ids=pos.to(lm.device),
-                          past_key_values=past, use_cache=True).logits
-        last = torch.tensor([len(r) - 1 for r in chunk], device=logits.device)
-        out.append(logits[torch.arange(len(chunk)), last].float().cpu())
-    return torch.cat(out)
+    p_ids = _ids(lm, prefix)[0].tolist()
+    return lm.next_token_logits([p_ids + lm.encode(x) for x in suffixes], batch_size=batch_size, shared_prefix=True)
 
 
 # --------------------------------------------------------------------------------------------------
 # Uncertainty and calibration
-
-
-@torch.no_grad()
-def option_logprobs(lm, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 32,
-                    return_next_logits: bool = False):
-    """log p(option | prompt) = Σ_t log p(o_t | prompt, o_<t) for each prompt's options: ``[n, n_options]``.
-
-    Each prompt is run **once** (left-padded batch, key/value cache kept); every option then only feeds its own
-    few tokens on top of the cached prompt, so k options cost one prompt pass plus k short passes instead of
-    k full passes. Equal to ``lm.logprobs(prompt, option)`` (tested). With ``return_next_logits=True`` also
-    returns the next-token logits after each prompt ``[n, vocab]`` (the prompt pass computes them anyway).
-    """
-    prompts = list(prompts)
-    if len(options) != len(prompts) or not prompts:
-        raise ValueError("give one list of options per prompt, all of the same length")
-    n_opt = len(options[0])
-    if n_opt == 0 or any(len(o) != n_opt for o in options):
-        raise ValueError("give one list of options per prompt, all of the same length")
-    out, nexts = [], []
-    pad = lm.tokenizer.pad_token_id
-    for start in range(0, len(prompts), batch_size):
-        enc = lm._batch(prompts[start : start + batch_size], padding_side="left")
-        mask = enc["attention_mask"]
-        conts_all = [[lm.encode(o) if isinstance(o, str) else [] for o in opts] for opts in options[start : start + batch_size]]
-        if any(not c for row in conts_all for c in row):
-            raise ValueError("options must be non-empty strings")
-        longest_all = max(len(c) for row in conts_all for c in row)
-        if lm.max_length and mask.shape[1] + longest_all > lm.max_length:
-            raise ValueError(f"a prompt with its option has {mask.shape[1] + longest_all} tokens, more than the "
-                             f"context of {lm.max_length}")
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        prompt_len = mask.sum(-1)  # real tokens per prompt
-        first = lm.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)  # only the last position's logits are needed (and kept in memory)
-        cache, width = first.past_key_values, mask.shape[1]
-        first_logp = torch.log_softmax(first.logits[:, -1].float(), -1)
-        nexts.append(first.logits[:, -1].float().cpu().clone())
-        scores = torch.zeros(len(prompt_len), n_opt, dtype=torch.float64)
-        for j in range(n_opt):
-            conts = [row[j] for row in conts_all]
-            longest = max(len(c) for c in conts)
-            ids = torch.full((len(conts), longest), pad, dtype=torch.long)
-            cmask = torch.zeros((len(conts), longest), dtype=torch.long)
-            for i, c in enumerate(conts):
-                ids[i, : len(c)] = torch.tensor(c)
-                cmask[i, : len(c)] = 1
-            ids, cmask = ids.to(lm.device), cmask.to(lm.device)
-            total = first_logp.gather(-1, ids[:, :1]).double()[:, 0].cpu()  # log p(o_1 | prompt)
-            if longest > 1:
-                pos = prompt_len[:, None] + torch.arange(longest - 1, device=lm.device)[None]
-                logits = lm.model(input_ids=ids[:, :-1], attention_mask=torch.cat([mask, cmask[:, :-1]], 1),
-                                  position_ids=pos, past_key_values=copy.deepcopy(cache), use_cache=True).logits.float()
-                logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-                total += (logp * cmask[:, 1:]).sum(-1).double().cpu()
-            scores[:, j] = total
-        out.append(scores)
-    lp = torch.cat(out).float()
-    return (lp, torch.cat(nexts)) if return_next_logits else lp
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

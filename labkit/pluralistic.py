@@ -6,7 +6,8 @@
 * KL-regularised policies on a discrete candidate set: the utilitarian policy and the MaxMin policy
   (:func:`tilted_policy`, :func:`utilitarian_policy`, :func:`maxmin_policy`, :func:`maxmin_grid`).
 * Welfare functions (:func:`welfare`) and the three notions of pluralism of Sorensen et al. (2024):
-  Overton coverage (:func:`overton_coverage`), steerability (:func:`option_probs`) and distributional
+  Overton coverage (:func:`overton_coverage`), steerability (the model's answer
+  distribution, ``lm.option_logprobs(..., chat=True, normalize=True)``) and distributional
   pluralism (:func:`js_distance`).
 
 Everything takes and returns tensors (float64 for the small synthetic problems) and plain values.
@@ -29,7 +30,7 @@ __all__ = [
     "simulate_preferences", "all_pairs", "fit_bt", "pair_loglik", "e_step", "em_rewards", "EMResult",
     "match_groups", "group_accuracy", "reward_cosine", "tilted_policy", "kl", "policy_report",
     "utilitarian_policy", "maxmin_policy", "maxmin_objective", "maxmin_grid", "welfare", "js_distance",
-    "check_distribution", "overton_coverage", "option_probs", "load_pluralism",
+    "check_distribution", "overton_coverage", "load_pluralism",
 ]
 
 
@@ -399,22 +400,6 @@ def overton_coverage(answer_emb, viewpoint_emb, viewpoint_labels, threshold: flo
     which = torch.where(best >= threshold, which, torch.full_like(which, -1))
     covered = sorted({int(w) for w in which if w >= 0})
     return {"coverage": len(covered) / k, "covered": covered, "assignment": which, "similarity": sim}
-
-
-def option_probs(lm, prompts: Sequence[str], options: Sequence[str] = ("A", "B"), system: str | None = None,
-                 batch_size: int = 16) -> torch.Tensor:
-    """p(option | chat prompt) renormalised over single-token ``options`` (e.g. "A", "B"): [n, n_options].
-
-    Each prompt is wrapped in the chat template (with ``system`` if given) and only the first token of
-    the reply is read: one forward pass per prompt, logits kept for the last position only.
-    """
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
-    ids = [lm.token_id(o) for o in options]
-    texts = [lm.chat_prompt(p, system=system) for p in prompts]
-    logits = lm.next_token_logits(texts, batch_size)
-    return torch.softmax(logits[:, ids], -1).double()
 
 
 def load_pluralism() -> dict:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from labkit.lm import hooks
+from labkit.lm.interventions import run_copies
 from labkit.runtime import get_device
 
 __all__ = [
@@ -307,68 +308,31 @@ def sae_metrics(sae: SparseAutoencoder, X: torch.Tensor) -> dict[str, float]:
 # Activations of the language model
 
 
-class _Stop(Exception):
-    pass
-
-
 @torch.no_grad()
 def collect_activations(lm, tokens: torch.Tensor, site: str, skip_first: int = 4, batch_size: int = 16, progress=False):
     """Activations of ``site`` on rows of corpus ``tokens`` [n, seq]: returns ``[n × (seq − skip_first), D]``.
 
-    The forward pass stops right after the site (later layers are not run). The first ``skip_first``
-    positions of each row are dropped: they have little context and position 0 is the attention sink,
-    whose activation is hundreds of times larger than the others.
+    The forward pass stops right after the site (``lm.run_to``: later layers are not run). The first
+    ``skip_first`` positions of each row are dropped: they have little context and position 0 is the
+    attention sink, whose activation is hundreds of times larger than the others.
     """
-    kind, layer = hooks.parse_site(lm, site)
+    hooks.parse_site(lm, site)
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.numel() == 0:
+        raise ValueError(f"tokens must be a non-empty [n, seq] tensor of token ids, got {getattr(tokens, 'shape', tokens)!r}")
     if not 0 <= skip_first < tokens.shape[1]:
         raise ValueError(f"skip_first must be in [0, {tokens.shape[1]}), got {skip_first}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = []
     starts = range(0, tokens.shape[0], batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"activations at {site}")
-
-    def stop(act):
-        raise _Stop
-
     for start in starts:
-        batch = tokens[start : start + batch_size].to(lm.device)
-        with hooks.capture(lm, site) as cache:
-            try:
-                # a hook that stops the pass after the site (the capture hook on the same site runs first)
-                with _after(lm, site, stop):
-                    lm.model(input_ids=batch)
-            except _Stop:
-                pass
-        out.append(cache[site][:, skip_first:].reshape(-1, cache[site].shape[-1]).float().cpu())
+        act = lm.run_to(site, tokens[start : start + batch_size])
+        out.append(act[:, skip_first:].reshape(-1, act.shape[-1]).float().cpu())
     return torch.cat(out)
-
-
-def _after(lm, site: str, fn):
-    """Register ``fn`` on the module that follows ``site`` (the next block, or the final norm)."""
-    import contextlib
-
-    kind, layer = hooks.parse_site(lm, site)
-    layout = hooks.layout(lm)
-
-    @contextlib.contextmanager
-    def ctx():
-        if kind in ("resid_post",) or kind == "mlp_out":
-            nxt = layer + 1
-        else:
-            nxt = layer + 1  # any site of layer L is computed before block L+1 starts
-        if nxt < len(layout.layers):
-            handle = layout.layers[nxt].register_forward_pre_hook(lambda m, a, k: fn(None), with_kwargs=True)
-        else:
-            handle = None
-        try:
-            yield
-        finally:
-            if handle is not None:
-                handle.remove()
-
-    return ctx()
 
 
 def splice_sae(lm, sae: SparseAutoencoder, site: str, skip_first: int = 0):
@@ -482,10 +446,10 @@ def feature_attribution(lm, sae: SparseAutoencoder, clean_ids, corrupt_ids, site
     def nodes(x):
         return _nodes(sae, x, skip_first)
 
-    with torch.no_grad(), hooks.capture(lm, site) as cache:
-        lm.model(input_ids=corrupt_ids, logits_to_keep=1, use_cache=False)
-    f_p, e_p = nodes(cache[site])
-    x_p = cache[site].float()
+    with torch.no_grad():
+        x_p = lm.run_to(site, corrupt_ids)
+    f_p, e_p = nodes(x_p)
+    x_p = x_p.float()
     store = {}
 
     def edit(act):
@@ -496,8 +460,7 @@ def feature_attribution(lm, sae: SparseAutoencoder, clean_ids, corrupt_ids, site
         return (sae.decode(f) * sae.scale + e).to(act.dtype)
 
     with torch.enable_grad(), hooks.patch(lm, {site: edit}), hooks.capture(lm, site, detach=False) as cache2:
-        logits = lm.model(input_ids=clean_ids, logits_to_keep=1, use_cache=False).logits
-        m = readout(logits).sum()
+        m = readout(lm.last_logits(input_ids=clean_ids)[:, None]).sum()
         gf, ge, gx = torch.autograd.grad(m, [store["f"], store["e"], cache2[site]])
     K = clean_ids.shape[0]
     feats = (gf * (f_p - store["f"].detach())).sum((0, 1)) / K
@@ -529,11 +492,9 @@ def feature_patching(
         raise ValueError("no features given")
     if (features < 0).any() or (features >= sae.n_features).any():
         raise ValueError(f"feature indices must lie in [0, {sae.n_features})")
-    with hooks.capture(lm, site) as cache:
-        lm.model(input_ids=corrupt_ids, logits_to_keep=1, use_cache=False)
-    f_p, _ = _nodes(sae, cache[site], skip_first)  # [K, seq, S]
+    f_p, _ = _nodes(sae, lm.run_to(site, corrupt_ids), skip_first)  # [K, seq, S]
     K, B = clean_ids.shape[0], len(features)
-    base = readout(lm.model(input_ids=clean_ids, logits_to_keep=1, use_cache=False).logits).float().cpu()
+    base = readout(lm.last_logits(input_ids=clean_ids)[:, None]).double().cpu()
     rows_feat = features.repeat_interleave(K).to(f_p.device)  # row j*K + k patches feature j
     src = f_p.repeat(B, 1, 1)
 
@@ -543,6 +504,6 @@ def feature_patching(
         f[rows, :, rows_feat] = src[rows, :, rows_feat]
         return (sae.decode(f) * sae.scale + err).to(act.dtype)
 
-    with hooks.patch(lm, {site: edit}):
-        out = readout(lm.model(input_ids=clean_ids.repeat(B, 1), logits_to_keep=1, use_cache=False).logits).float().cpu()
-    return (out.view(B, K) - base).mean(1)
+    # one batched pass for all features, started at the site's layer (labkit's one intervention engine)
+    out = run_copies(lm, clean_ids, B, {site: edit}, readout).cpu()
+    return (out - base).mean(1).float()

@@ -26,11 +26,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from labkit.bias import load_data, option_logprobs
+from labkit.datasets import load_data  # noqa: F401  (notebook 10 reads its data file as values.load_data)
 
 __all__ = [
     "load_data",
-    "option_logprobs",
     "LIKERT",
     "LIKERT_SCORES",
     "SURVEY_SYSTEM",
@@ -122,62 +121,6 @@ def likert_prompts(propositions: Sequence[str], variants: Sequence[str], persona
     return out
 
 
-@torch.no_grad()
-def _sorted_option_logprobs(lm, texts: list[str], options: Sequence[str], batch_size: int,
-                            progress: bool = False) -> torch.Tensor:
-    """log p(option | text) for single-token options, ``[n, n_options]``, computed with a shared-prefix cache.
-
-    Survey prompts repeat long prefixes (chat markup, system message, persona, the start of a wording). The
-    token sequences are sorted lexicographically, so that each batch of neighbours shares a long common prefix
-    (for a sorted list the common prefix of a batch is that of its first and last member). The prefix is run
-    once, its key/value cache is repeated over the batch, and only the suffixes are run — left-padded, with
-    the padding masked and positions continuing after the prefix. The result equals the full computation
-    (``bias.option_logprobs``) up to float rounding; it is returned in the original order.
-    """
-    from transformers import DynamicCache
-
-    ids = [lm.token_id(o) for o in options]
-    seqs = [lm.encode(t) for t in texts]
-    if lm.max_length and max(len(s) for s in seqs) > lm.max_length:
-        raise ValueError(f"a prompt is longer than the model's context of {lm.max_length} tokens")
-    order = sorted(range(len(seqs)), key=seqs.__getitem__)
-    pad = lm.tokenizer.pad_token_id
-    dev = lm.device
-    out = torch.empty(len(seqs), len(ids))
-    starts = range(0, len(order), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="scoring", unit="batch")
-    for start in starts:
-        batch = order[start: start + batch_size]
-        first, last = seqs[batch[0]], seqs[batch[-1]]
-        shortest = min(len(seqs[i]) for i in batch)
-        n_pre = 0
-        while n_pre < min(len(first), len(last), shortest - 1) and first[n_pre] == last[n_pre]:
-            n_pre += 1
-        sufs = [seqs[i][n_pre:] for i in batch]
-        width = max(len(s) for s in sufs)
-        x = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, s in enumerate(sufs):  # left padding: every suffix ends at the last column
-            x[r, width - len(s):] = torch.tensor(s)
-            mask[r, width - len(s):] = 1
-        x, mask = x.to(dev), mask.to(dev)
-        positions = n_pre + (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {}
-        if n_pre > 0:
-            cache = DynamicCache(config=lm.model.config)
-            lm.model(input_ids=torch.tensor([first[:n_pre]], device=dev), past_key_values=cache, use_cache=True,
-                     logits_to_keep=1)
-            cache.batch_repeat_interleave(len(batch))
-            mask = torch.cat([torch.ones((len(batch), n_pre), dtype=torch.long, device=dev), mask], 1)
-            kwargs = dict(past_key_values=cache, use_cache=True)
-        logits = lm.model(input_ids=x, attention_mask=mask, position_ids=positions, logits_to_keep=1, **kwargs).logits
-        out[torch.tensor(batch)] = torch.log_softmax(logits[:, -1, :].float(), -1)[:, ids].cpu()
-    return out
-
-
 def choice_logprobs(lm, questions: Sequence[str], letters: Sequence[str] = LETTERS, chat: bool = True,
                     system: str | None = SURVEY_SYSTEM, batch_size: int = 32, normalize: bool = True,
                     progress: bool = False) -> torch.Tensor:
@@ -205,8 +148,10 @@ def choice_logprobs(lm, questions: Sequence[str], letters: Sequence[str] = LETTE
     else:
         texts = [q + "\nAnswer:" for q in questions]
         letters = [" " + L for L in letters]
-    lp = _sorted_option_logprobs(lm, texts, letters, batch_size, progress=progress)
-    return torch.log_softmax(lp, -1) if normalize else lp
+    for letter in letters:
+        lm.token_id(letter)  # each answer letter must be one token (raises naming it otherwise)
+    return lm.option_logprobs(texts, letters, normalize=normalize, shared_prefix=True, batch_size=batch_size,
+                              progress=progress)
 
 
 def likert_logprobs(lm, questions: Sequence[str], chat: bool = True, system: str | None = SURVEY_SYSTEM,

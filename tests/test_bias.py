@@ -187,15 +187,6 @@ def test_mc_prompts_enumerate_all_orders_and_refuse_duplicates():
         bias.mc_prompts("", ["x", "y", "z"])
 
 
-def test_option_logprobs_match_next_token_probs_and_refuse_duplicates(lm):
-    prompts = ["Question: Which animal can fly?\nA) a bird\nB) a dog\nC) a fish\nAnswer:", "The capital of France is"]
-    lp = bias.option_logprobs(lm, prompts, [" A", " B", " C"])
-    ref = torch.log(lm.next_token_probs(prompts))[:, [lm.token_id(t) for t in (" A", " B", " C")]]
-    assert torch.allclose(lp, ref, atol=1e-4)
-    with pytest.raises(ValueError, match="duplicates"):
-        bias.option_logprobs(lm, prompts, [" A", " A", " C"])
-
-
 def test_minimal_pair_scores_match_logprobs_and_refuse_empty_text(lm):
     pairs = [{"more": "Fish", "less": "Cats", "continuation": " breathe underwater."}]
     d = bias.minimal_pair_scores(lm, pairs)

@@ -116,7 +116,7 @@ def test_label_free_cbm_weights_sit_on_the_planted_concepts():
 
 def test_animal_texts_state_their_planted_facts():
     texts, labels, planted = concepts.animal_texts(5, seed=0)
-    descriptions = [d for cls in concepts._DESCRIPTIONS.values() for d in cls]
+    descriptions = [d for cls in concepts.ANIMAL_DESCRIPTIONS.values() for d in cls]
     for text, row in zip(texts, planted):
         stated = {k for k, d in enumerate(descriptions) if d in text}
         assert stated == set(np.flatnonzero(row.numpy()).tolist())

@@ -146,3 +146,19 @@ def test_a_damaged_corpus_raises_a_clear_error(tmp_path):
 
     with pytest.raises(CorpusError, match=r"missing.*build_corpus"):
         load_corpus(path=tmp_path / "nowhere.jsonl.gz")
+
+
+def test_professions_data_and_filter(lm):
+    profs = datasets.load_professions()
+    assert len(profs) == 320 and {"word", "definitional", "stereotypical"} <= set(profs[0])
+    nurse = next(p for p in profs if p["word"] == "nurse")
+    assert nurse["stereotypical"] == pytest.approx(-0.9)
+    kept, dropped = datasets.filter_professions(lm, profs, return_dropped=True)
+    assert len(kept) + len(dropped["definitional"]) + len(dropped["several_tokens"]) == len(profs)
+    assert all(abs(p["definitional"]) < 0.75 and len(lm.encode(" " + p["word"])) == 1 for p in kept)
+    words = {p["word"] for p in kept}
+    assert "nurse" in words and "actress" in dropped["definitional"]  # actress is definitional (−1)
+    assert "adjunct professor" in dropped["several_tokens"] and "barber" in dropped["several_tokens"] and not any(" " in w for w in words)
+    assert datasets.filter_professions(lm, profs) == kept
+    with pytest.raises(FileNotFoundError):
+        datasets.load_professions("/nonexistent/professions.json")

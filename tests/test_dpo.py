@@ -117,12 +117,14 @@ def test_lora_dpo_caching_matches_full_forward(own_lm):
     # the cached path equals a full forward of the adapted model
     b = trainer.batch
     with torch.no_grad():
-        logits = trainer.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        with trainer.model.disable_adapter():
-            ref_logits = trainer.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        with trainer.policy():  # the adapter switched on inside lm.model
+            logits = lm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        ref_logits = lm.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
     assert torch.allclose(policy, dpo.sequence_logprobs(logits, b["input_ids"], b["response_mask"]), atol=1e-3)
-    # the reference (adapter off) is unchanged by training
+    # outside the trainer, lm is the reference (adapter off), unchanged by training
     assert torch.allclose(dpo.sequence_logprobs(ref_logits, b["input_ids"], b["response_mask"]), expected, atol=1e-3)
+    assert torch.allclose(lm.logprobs(prompts, responses), expected, atol=1e-4)
+    assert trainer.generate(prompts[:1], max_new_tokens=4, adapter=False) == [lm.generate(prompt, chat=False, max_new_tokens=4).strip()]
     assert (policy[0] - expected[0]) - (policy[1] - expected[1]) > 0  # the chosen gained relative to the rejected
     assert trainer.token_kl(torch.arange(3)).min() > 0
     with pytest.raises(ValueError, match="chosen equal to rejected"):
@@ -133,6 +135,9 @@ def test_lora_dpo_caching_matches_full_forward(own_lm):
         trainer.train(torch.tensor([0]), torch.tensor([1]), beta=0.0, progress=False)
     with pytest.raises(ValueError, match="already carries"):
         dpo.LoraDPO(lm, prompts, responses)
+    trainer.remove()  # the LoRA layers come out: lm.model is the plain model again
+    assert not any("lora" in name for name, _ in lm.model.named_modules())
+    assert torch.allclose(lm.logprobs(prompts, responses), expected, atol=1e-4)
 
 
 def test_encode_responses_bad_input(lm):

@@ -166,6 +166,134 @@ def test_logprobs_gradient_reaches_the_weights(tiny_gpt2):
 
 
 # --------------------------------------------------------------------------------------------------
+# Answer options and shared prefixes
+
+
+def test_option_logprobs_equal_lm_logprobs(lm):
+    prompt = "Question: What is 2 plus 2?\nAnswer:"
+    lp = lm.option_logprobs([prompt], [" 4", " 5", " four"])  # " four" is one token: the next-token route
+    torch.testing.assert_close(lp[0], lm.logprobs(prompt, [" 4", " 5", " four"]), atol=1e-4, rtol=0)
+
+
+def test_multi_token_options_with_a_cache_equal_plain_forward_passes(lm):
+    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: How many legs does a spider have?\nAnswer:"]
+    options = [[" Paris", " the city of Rome", " Berlin"], [" eight", " six", " a great many legs indeed"]]
+    lp, nxt = lm.option_logprobs(prompts, options, return_next_logits=True, batch_size=1)
+    ref = torch.stack([lm.logprobs(p, o) for p, o in zip(prompts, options)])
+    torch.testing.assert_close(lp, ref, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(nxt, lm.next_token_logits(prompts), atol=1e-3, rtol=1e-4)
+    normalized = lm.option_logprobs(prompts, options, normalize=True)
+    torch.testing.assert_close(normalized, torch.log_softmax(ref, -1), atol=1e-3, rtol=1e-4)
+
+
+def test_single_token_options_match_next_token_probs(lm):
+    prompts = ["Question: Which animal can fly?\nA) a bird\nB) a dog\nC) a fish\nAnswer:", "The capital of France is"]
+    lp = lm.option_logprobs(prompts, [" A", " B", " C"])
+    ref = torch.log(lm.next_token_probs(prompts))[:, [lm.token_id(t) for t in (" A", " B", " C")]]
+    torch.testing.assert_close(lp, ref, atol=1e-4, rtol=0)
+
+
+def test_chat_options_renormalised(lm):
+    prompts = ["Is the sky blue? Answer Yes or No.", "Is fire cold? Answer Yes or No."]
+    got = lm.option_logprobs(prompts, ["Yes", "No"], chat=True, normalize=True).exp()
+    full = lm.next_token_probs([lm.chat_prompt(p) for p in prompts])
+    ids = [lm.token_id("Yes"), lm.token_id("No")]
+    torch.testing.assert_close(got, full[:, ids] / full[:, ids].sum(-1, keepdim=True), atol=1e-4, rtol=0)
+    system = lm.option_logprobs(prompts[:1], ["Yes", "No"], chat=True, system="Answer in one word.")
+    plain = lm.option_logprobs([lm.chat_prompt(prompts[0], system="Answer in one word.")], ["Yes", "No"])
+    torch.testing.assert_close(system, plain, atol=1e-5, rtol=0)
+
+
+def test_shared_prefix_scoring_equals_the_full_forward_pass(lm):
+    texts = ["Hello", "Hello there, friend. A or B?", "Hello there, pal. A or B?", "Hi. A or B?", "Hello there"]
+    ref = lm.option_logprobs(texts, [" A", " B"])
+    full = lm.next_token_logits(texts)
+    for bs in (1, 2, 5):  # different batchings share different prefixes; a prompt may be a prefix of another
+        torch.testing.assert_close(lm.option_logprobs(texts, [" A", " B"], shared_prefix=True, batch_size=bs), ref,
+                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(lm.next_token_logits(texts, batch_size=bs, shared_prefix=True), full,
+                                   atol=1e-3, rtol=1e-4)
+
+
+def test_token_id_prompts_equal_text_prompts(lm):
+    prefix, suffix = "Review: Great film.\nSentiment: positive\n\n", "Review: Awful food.\nSentiment:"
+    ids = lm.encode(prefix) + lm.encode(suffix)
+    with torch.no_grad():
+        full = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    torch.testing.assert_close(lm.next_token_logits([ids])[0], full, atol=1e-4, rtol=0)
+    torch.testing.assert_close(lm.last_logits(**lm.batch([ids, ids[:5]]))[0], full, atol=1e-4, rtol=0)
+
+
+def test_batch_left_and_right_padding(lm):
+    enc = lm.batch(["Hi", "The capital of France is"])
+    n = len(lm.encode("Hi"))
+    width = len(lm.encode("The capital of France is"))
+    assert enc["input_ids"].shape == (2, width)
+    assert enc["attention_mask"][0].tolist() == [0] * (width - n) + [1] * n
+    assert enc["position_ids"][0, -n:].tolist() == list(range(n)) and enc["position_ids"][1].tolist() == list(range(width))
+    right = lm.batch(["Hi", "The capital of France is"], padding_side="right")
+    assert right["attention_mask"][0].tolist() == [1] * n + [0] * (width - n)
+    assert right["position_ids"][0].tolist() == list(range(width))
+
+
+# --------------------------------------------------------------------------------------------------
+# Running part of the model
+
+
+def test_run_to_equals_a_capture_and_stops_early(lm):
+    from labkit.lm import hooks
+
+    ids = torch.tensor([lm.encode("The capital of France is")])
+    with torch.no_grad(), hooks.capture(lm, ["mlp_post.3", "resid_post.29"]) as cache:
+        lm.model(input_ids=ids)
+    calls = []
+    handle = lm.layout.layers[4].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            act = lm.run_to("mlp_post.3", ids)
+    finally:
+        handle.remove()
+    assert torch.equal(act, cache["mlp_post.3"]) and not calls  # block 4 never ran
+    with torch.no_grad():
+        assert torch.equal(lm.run_to("resid_post.29", ids, positions=-1), cache["resid_post.29"][:, -1])
+
+
+def test_run_from_equals_the_full_forward_pass(lm):
+    from labkit.lm import hooks
+
+    enc = lm.batch(["Hi there", "The capital of France is"], padding_side="right")
+    with torch.no_grad():
+        full = lm.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
+        for layer in (1, 12, 29):
+            h = lm.run_to(f"resid_pre.{layer}", enc["input_ids"], attention_mask=enc["attention_mask"])
+            logits = lm.run_from(layer, h, attention_mask=enc["attention_mask"], last_only=False)
+            torch.testing.assert_close(logits, full.logits, atol=1e-4, rtol=1e-4)
+            hidden = lm.run_from(layer, h, attention_mask=enc["attention_mask"], output="hidden")
+            torch.testing.assert_close(hidden, full.hidden_states[-1], atol=1e-4, rtol=1e-4)
+        # a patch at or above the start layer applies as in a full pass
+        zero = {"head.12": lambda a: a * 0}
+        with hooks.patch(lm, zero):
+            patched = lm.last_logits(input_ids=enc["input_ids"][:1, :2])
+            h = lm.run_to("resid_pre.12", enc["input_ids"][:1, :2])
+            started = lm.run_from(12, h)
+        torch.testing.assert_close(started, patched, atol=1e-4, rtol=1e-4)
+    assert all(type(b).__name__ == "LlamaDecoderLayer" for b in lm.layout.layers)  # the blocks are put back
+
+
+def test_run_from_and_run_to_refuse_bad_input(lm):
+    with pytest.raises(ValueError, match="out of range"):
+        lm.run_from(30, torch.zeros(1, 2, lm.d_model))
+    with pytest.raises(ValueError, match=r"\[batch, seq, 576\]"):
+        lm.run_from(3, torch.zeros(2, lm.d_model))
+    with pytest.raises(ValueError, match="output must be"):
+        lm.run_from(3, torch.zeros(1, 2, lm.d_model), output="probs")
+    with pytest.raises(ValueError, match="unknown site kind"):
+        lm.run_to("resid.3", torch.tensor([[1, 2]]))
+    with pytest.raises(ValueError, match=r"\[batch, seq\]"):
+        lm.run_to("resid_pre.3", torch.tensor([1, 2]))
+
+
+# --------------------------------------------------------------------------------------------------
 # Generation
 
 
@@ -213,13 +341,28 @@ BAD_INPUT = {
     "empty prompt in a batch (generate)": (lambda lm: lm.generate(["Hi", ""], chat=False), "prompts must be non-empty"),
     "no prompts (generate)": (lambda lm: lm.generate([]), "prompts must not be empty"),
     "prompt too long (generate)": (lambda lm: lm.generate(LONG, chat=False), "more than the model's context of 8192"),
+    "NaN temperature": (lambda lm: lm.generate("Hi", temperature=float("nan")), "temperature must be a finite number"),
+    "top_p above 1": (lambda lm: lm.generate("Hi", temperature=1.0, top_p=5), r"top_p must be in \(0, 1\]"),
+    "zero new tokens": (lambda lm: lm.generate("Hi", max_new_tokens=0), "max_new_tokens must be a positive integer"),
+    "a number as prompt": (lambda lm: lm.next_token_logits(123), "prompts must be a string"),
+    "batch_size 0": (lambda lm: lm.next_token_logits("Hi", batch_size=0), "batch_size must be a positive integer"),
+    "batch_size 0 (logprobs)": (lambda lm: lm.logprobs("Hi", " a", batch_size=0), "batch_size must be a positive integer"),
+    "k above the vocabulary": (lambda lm: lm.top_tokens("Hi", k=10**6), "more than the vocabulary"),
+    "token id out of range": (lambda lm: lm.next_token_logits([[1, 10**7]]), "token ids in prompts must be integers"),
+    "options of different counts": (lambda lm: lm.option_logprobs(["a", "b"], [[" x", " y"]]), "one list per prompt"),
+    "duplicate options": (lambda lm: lm.option_logprobs(["a"], [" A", " A"]), "duplicates"),
+    "empty option": (lambda lm: lm.option_logprobs(["a"], [" A", ""]), "non-empty strings"),
+    "option past the context": (
+        lambda lm: lm.option_logprobs(["hello " * (8192 - 3)], [[" a b c d e f g"]]), "more than the context"),
+    "system without chat": (lambda lm: lm.option_logprobs(["a"], [" A", " B"], system="x"), "needs chat=True"),
+    "bad padding side": (lambda lm: lm.batch(["a"], padding_side="middle"), "padding_side"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_is_refused_before_the_model_runs(lm, no_forward, case):
     call, message = BAD_INPUT[case]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         call(lm)
 
 

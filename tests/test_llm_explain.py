@@ -176,19 +176,7 @@ def test_question_set():
     assert len(texts) == len(labels) == 128 and sum(labels) == 64
 
 
-def test_option_logprobs_equal_lm_logprobs(lm):
-    lp = L.option_logprobs(lm, ["Question: What is 2 plus 2?\nAnswer:"], [[" 4", " 5", " four"]])
-    ref = lm.logprobs("Question: What is 2 plus 2?\nAnswer:", [" 4", " 5", " four"])
-    torch.testing.assert_close(lp[0], ref)
-
-
-def test_cached_scoring_equals_plain_forward_passes(lm):
-    prompts = ["Question: What is the capital of France?\nAnswer:", "Question: How many legs does a spider have?\nAnswer:"]
-    options = [[" Paris", " the city of Rome", " Berlin"], [" eight", " six", " a great many legs indeed"]]
-    lp, nxt = L.option_logprobs(lm, prompts, options, return_next_logits=True)
-    ref = torch.stack([lm.logprobs(p, o) for p, o in zip(prompts, options)])
-    torch.testing.assert_close(lp, ref, atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(nxt, lm.next_token_logits(prompts), atol=1e-3, rtol=1e-4)
+def test_prefixed_next_logits_equal_plain_forward_passes(lm):
     prefix = "Review: Great film.\nSentiment: positive\n\n"
     suffixes = ["Review: Awful food.\nSentiment:", "Review: A wonderful, warm and funny book.\nSentiment:"]
     got = L.prefixed_next_logits(lm, prefix, suffixes)
@@ -246,8 +234,6 @@ def test_bad_input(lm):
         L.expected_calibration_error(torch.tensor([1.5]), torch.ones(1))
     with pytest.raises(ValueError, match="no predictions"):
         L.expected_calibration_error(torch.tensor([]), torch.tensor([]))
-    with pytest.raises(ValueError, match="one list of options per prompt"):
-        L.option_logprobs(lm, ["a", "b"], [[" x", " y"]])
     with pytest.raises(ValueError, match="at least one"):
         L.integrated_gradients(lm, "Hello there", " Paris", fixed=2)
     with pytest.raises(ValueError, match="empty"):
@@ -256,7 +242,5 @@ def test_bad_input(lm):
         L.prefixed_next_logits(lm, "Review: good.", ["x", ""])
     with pytest.raises(ValueError, match="context"):
         lm.next_token_logits(["hello " * (lm.max_length + 10)])
-    with pytest.raises(ValueError, match="context"):
-        L.option_logprobs(lm, ["hello " * (lm.max_length - 3)], [[" a b c d e f g"]])
     with pytest.raises(ValueError, match="2\\^15"):
         L.shapley_exact(lambda b: b.sum(-1).float(), torch.arange(15), torch.arange(15), 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit import mediation
-from labkit.lm import hooks
+from labkit import datasets, mediation
+from labkit.lm import hooks, interventions
 
 
 def test_total_effect_closed_form_and_bad_input():
@@ -33,22 +33,6 @@ def test_concentration_closed_forms_and_bad_input():
         mediation.concentration(torch.ones(5), top=0)
     with pytest.raises(ValueError, match="zero"):
         mediation.concentration(torch.zeros(5))
-
-
-def test_professions_data_and_filter(lm):
-    profs = mediation.load_professions()
-    assert len(profs) == 320 and {"word", "definitional", "stereotypical"} <= set(profs[0])
-    nurse = next(p for p in profs if p["word"] == "nurse")
-    assert nurse["stereotypical"] == pytest.approx(-0.9)
-    kept, dropped = mediation.filter_professions(lm, profs, return_dropped=True)
-    assert len(kept) + len(dropped["definitional"]) + len(dropped["several_tokens"]) == len(profs)
-    assert all(abs(p["definitional"]) < 0.75 and len(lm.encode(" " + p["word"])) == 1 for p in kept)
-    words = {p["word"] for p in kept}
-    assert "nurse" in words and "actress" in dropped["definitional"]  # actress is definitional (−1)
-    assert "adjunct professor" in dropped["several_tokens"] and "barber" in dropped["several_tokens"] and not any(" " in w for w in words)
-    assert mediation.filter_professions(lm, profs) == kept
-    with pytest.raises(FileNotFoundError):
-        mediation.load_professions("/nonexistent/professions.json")
 
 
 def test_pronouns_follow_the_stereotype(lm):
@@ -79,26 +63,20 @@ def test_bad_inputs_are_refused_with_the_reason(lm):
 
 @pytest.fixture(scope="module")
 def pair(lm):
-    profs = [p for p in mediation.load_professions() if p["word"] in ("nurse", "president")]
+    profs = [p for p in datasets.load_professions() if p["word"] in ("nurse", "president")]
     return mediation.mediation_inputs(lm, profs, ["The {} said that"])
 
 
-def test_unknown_sites_and_bad_indices_are_refused(lm, pair):
+def test_bad_neuron_indices_are_refused(lm, pair):
     null_ids, set_ids, anti, stereo = pair
-    with pytest.raises(ValueError, match="unknown site kind 'mlp_pots'.*Did you mean 'mlp_post'"):
-        mediation.run_interventions(lm, null_ids, set_ids, [[("mlp_pots.3", (1, 5))]], anti, stereo)
-    with pytest.raises(ValueError, match="out of range"):
-        mediation.run_interventions(lm, null_ids, set_ids, [[("head.30", (slice(None), 0))]], anti, stereo)
     with pytest.raises(IndexError, match="does not fit 'mlp_post.3'"):
         mediation.neuron_nie(lm, null_ids, set_ids, anti, stereo, [(3, 5000)], position=1)
-    with pytest.raises(ValueError, match="differ in shape"):
-        mediation.run_interventions(lm, null_ids, set_ids[:, :3], [[("head.0", (slice(None), 0))]], anti, stereo)
-    with pytest.raises(ValueError, match="at least one intervention"):
-        mediation.run_interventions(lm, null_ids, set_ids, [], anti, stereo)
+    with pytest.raises(ValueError, match="one \\(anti, stereo\\) pronoun pair per prompt"):
+        mediation.neuron_nie(lm, null_ids, set_ids, anti[:1], stereo, [(3, 5)], position=1)
 
 
 def test_total_effects_match_direct_probabilities(lm):
-    profs = [p for p in mediation.load_professions() if p["word"] in ("nurse", "president", "teacher")]
+    profs = [p for p in datasets.load_professions() if p["word"] in ("nurse", "president", "teacher")]
     templates = ["The {} said that", "The {} went home because"]
     out = mediation.total_effects(lm, profs, templates, batch_size=4)  # shared beginnings, several batches
     he, she = lm.token_id(" he"), lm.token_id(" she")
@@ -145,7 +123,8 @@ def test_head_interventions_match_brute_force(lm, pair):
     null_ids, set_ids, anti, stereo = pair
     heads = [(0, 4), (17, 2), (29, 8)]
     ivs = [[(f"head.{L}", (slice(None), h))] for L, h in heads]
-    fast = mediation.run_interventions(lm, set_ids, null_ids, ivs, anti, stereo, batch_size=2)  # NDE rows
+    readout = interventions.logratio_readout(anti, stereo)
+    fast = interventions.run_interventions(lm, set_ids, null_ids, ivs, readout, batch_size=2)  # NDE rows
     for (L, h), row in zip(heads, fast):
         with torch.no_grad(), hooks.capture(lm, f"head.{L}") as c:
             lm.model(input_ids=null_ids)

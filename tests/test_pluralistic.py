@@ -138,14 +138,3 @@ def test_overton_coverage_ground_truth():
     assert pl.overton_coverage(V[:2], V, labels)["coverage"] == pytest.approx(1 / 3)
     far = pl.overton_coverage(torch.eye(4)[3:], V, labels, threshold=0.5)
     assert far["coverage"] == 0.0 and far["assignment"].tolist() == [-1]
-
-
-@pytest.mark.slow
-def test_option_probs_match_next_token_probs(lm):
-    prompts = ["Is the sky blue? Answer Yes or No.", "Is fire cold? Answer Yes or No."]
-    got = pl.option_probs(lm, prompts, ("Yes", "No"))
-    full = lm.next_token_probs([lm.chat_prompt(p) for p in prompts])
-    ids = [lm.token_id("Yes"), lm.token_id("No")]
-    expected = full[:, ids] / full[:, ids].sum(-1, keepdim=True)
-    assert torch.allclose(got.float(), expected, atol=1e-4)
-    assert got.device.type == "cpu"

@@ -190,18 +190,7 @@ def test_likert_logprobs_match_the_next_token_distribution(lm):
     assert torch.allclose(plain[0], torch.log_softmax(lm.next_token_logits(qs[0] + "\nAnswer:")[0], -1)[ids], atol=1e-4)
 
 
-def test_shared_prefix_scoring_equals_the_full_forward_pass(lm):
-    from labkit.bias import option_logprobs
-
-    texts = ["Hello", "Hello there, friend. A or B?", "Hello there, pal. A or B?", "Hi. A or B?", "Hello there"]
-    ref = option_logprobs(lm, texts, [" A", " B"])
-    for bs in (1, 2, 5):  # different batchings share different prefixes; a prompt may be a prefix of another
-        assert torch.allclose(values._sorted_option_logprobs(lm, texts, [" A", " B"], bs), ref, atol=1e-4)
-
-
 def test_choice_scoring_refuses_bad_input(lm):
-    with pytest.raises(ValueError, match="duplicates"):
-        values.option_logprobs(lm, ["Pick: A or B?"], [" A", " A"])
     with pytest.raises(ValueError, match="duplicates"):
         values.choice_logprobs(lm, ["Pick one."], ["A", "A"])
     with pytest.raises(ValueError, match="non-empty"):

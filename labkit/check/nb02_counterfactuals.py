@@ -79,10 +79,10 @@ step_bounds.__doc__ = "Check ``step_bounds(x, lower, upper, step, mutable, direc
 
 
 def _greedy_reference(g, fq, fd, target, max_edits):
-    from labkit.counterfactual import _greedy
+    from labkit.counterfactual import greedy_cell_swaps
 
     with torch.no_grad():
-        return _greedy(g, fq, fd, int(target), max_edits)[0]
+        return greedy_cell_swaps(g, fq, fd, int(target), max_edits)[0]
 
 
 def _head(C, n, classes, seed):

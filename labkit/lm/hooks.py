@@ -115,7 +115,7 @@ class Layout:
         if kind == "embed":
             return self.embed, "output"
         path, where = _BLOCK_SITES[self.family][kind]
-        return self.layers[layer].get_submodule(path), where
+        return _real_block(self.layers[layer]).get_submodule(path), where
 
 
 def hf_module(model) -> nn.Module:
@@ -149,12 +149,14 @@ def layout(model) -> Layout:
     unembed = getattr(hf, "lm_head", None)
     base = getattr(hf, "model", hf)  # LlamaForCausalLM.model is the LlamaModel
     layers = getattr(base, "layers", None)
-    if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["llama"]) and n_heads:
-        return Layout("llama", base, base.embed_tokens, layers, base.norm, unembed, n_heads, layers[0].self_attn.head_dim)
+    first = _real_block(layers[0]) if isinstance(layers, nn.ModuleList) and len(layers) else None
+    if first is not None and _has(first, _REQUIRED["llama"]) and n_heads:
+        return Layout("llama", base, base.embed_tokens, layers, base.norm, unembed, n_heads, first.self_attn.head_dim)
     base = getattr(hf, "transformer", hf)  # GPT2LMHeadModel.transformer is the GPT2Model
     layers = getattr(base, "h", None)
-    if isinstance(layers, nn.ModuleList) and len(layers) and _has(layers[0], _REQUIRED["gpt2"]) and n_heads:
-        return Layout("gpt2", base, base.wte, layers, base.ln_f, unembed, n_heads, layers[0].attn.head_dim)
+    first = _real_block(layers[0]) if isinstance(layers, nn.ModuleList) and len(layers) else None
+    if first is not None and _has(first, _REQUIRED["gpt2"]) and n_heads:
+        return Layout("gpt2", base, base.wte, layers, base.ln_f, unembed, n_heads, first.attn.head_dim)
     raise ValueError(
         f"unsupported model {type(hf).__name__}: labkit.hooks knows the Llama layout "
         f"(model.layers[L].self_attn.o_proj, .mlp.down_proj) and GPT-2 (transformer.h[L].attn.c_proj, .mlp.c_proj)"
@@ -444,11 +446,21 @@ def stop_after(model, site: str):
             pass
 
 
+def _real_block(block: nn.Module) -> nn.Module:
+    """The decoder block itself, also while :func:`start_at` has put a stand-in in its place."""
+    if isinstance(block, _Feed):
+        return block.block
+    if isinstance(block, _Skip):
+        return block.original
+    return block
+
+
 class _Skip(nn.Module):
     """Stands in for a decoder block that :func:`start_at` skips: hands its input on unchanged."""
 
     def __init__(self, block: nn.Module):
         super().__init__()
+        object.__setattr__(self, "original", block)  # kept, not registered: the block is not run
         for attr in ("attention_type", "layer_type", "layer_idx"):  # what some decoders read off their blocks
             if hasattr(block, attr):
                 setattr(self, attr, getattr(block, attr))

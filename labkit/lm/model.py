@@ -218,11 +218,12 @@ class LanguageModel:
                          position_ids=position_ids, logits_to_keep=1, use_cache=False)
         return out.logits[:, -1]
 
-    def _next_logits_batches(self, seqs: list[list[int]], batch_size: int, shared_prefix: bool
+    def _next_logits_batches(self, seqs: list[list[int]], batch_size: int, shared_prefix: bool, progress: bool = False
                              ) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Yield ``(row indices, next-token logits [rows, vocab])`` batch by batch, without gradients."""
+        starts = _progress(range(0, len(seqs), batch_size), progress, "next-token logits")
         if not shared_prefix:
-            for start in range(0, len(seqs), batch_size):
+            for start in starts:
                 rows = list(range(start, min(start + batch_size, len(seqs))))
                 with torch.no_grad():
                     yield rows, self.last_logits(**self._pad([seqs[i] for i in rows], "left"))
@@ -235,7 +236,7 @@ class LanguageModel:
 
         order = sorted(range(len(seqs)), key=seqs.__getitem__)
         dev = self.device
-        for start in range(0, len(order), batch_size):
+        for start in starts:
             rows = order[start : start + batch_size]
             first, last = seqs[rows[0]], seqs[rows[-1]]
             shortest = min(len(seqs[i]) for i in rows)
@@ -257,19 +258,21 @@ class LanguageModel:
                                     logits_to_keep=1, **kwargs).logits[:, -1]
             yield rows, logits
 
-    def next_token_logits(self, prompts, batch_size: int = 32, shared_prefix: bool = False) -> torch.Tensor:
+    def next_token_logits(self, prompts, batch_size: int = 32, shared_prefix: bool = False,
+                          progress: bool = False) -> torch.Tensor:
         """Logits of the token that follows each prompt, ``[n_prompts, vocab]`` (float32, on the CPU).
 
         Prompts are strings or token-id lists, run in left-padded batches of ``batch_size`` through
         :meth:`last_logits`. ``shared_prefix=True`` is for prompts that repeat long beginnings (chat markup,
         a system message, few-shot demonstrations): the prompts are sorted so that each batch shares a long
         common prefix, which runs once and whose key/value cache serves the whole batch; the result equals
-        the plain computation up to float rounding, in the original order.
+        the plain computation up to float rounding, in the original order. ``progress=True`` shows a
+        progress bar over the batches.
         """
         seqs = self._sequences(prompts)
         batch_size = _positive_int(batch_size, "batch_size")
         out = torch.empty(len(seqs), self.vocab_size)
-        for rows, logits in self._next_logits_batches(seqs, batch_size, shared_prefix):
+        for rows, logits in self._next_logits_batches(seqs, batch_size, shared_prefix, progress):
             out[torch.tensor(rows)] = logits.float().cpu()
         return out
 
@@ -335,7 +338,8 @@ class LanguageModel:
         return out if grad else [o.detach().cpu() for o in out]
 
     def option_logprobs(self, prompts, options, normalize: bool = False, chat: bool = False, system: str | None = None,
-                        shared_prefix: bool = False, batch_size: int = 32, return_next_logits: bool = False):
+                        shared_prefix: bool = False, batch_size: int = 32, return_next_logits: bool = False,
+                        progress: bool = False):
         """log p(option | prompt) = Σ_t log p(o_t | prompt, o_<t) for answer options, ``[n_prompts, n_options]``.
 
         ``options`` is one list of strings for every prompt (``[" A", " B", " C"]``) or one list per prompt
@@ -349,6 +353,7 @@ class LanguageModel:
         cache kept and every option feeds only its own tokens on top, so k options cost one prompt pass plus
         k short passes. Both equal :meth:`logprobs` up to float rounding (tested). With
         ``return_next_logits=True`` also returns the next-token logits after each prompt ``[n, vocab]``.
+        ``progress=True`` shows a progress bar over the batches.
         """
         texts = self._chat_texts(prompts, chat, system)
         seqs = self._sequences(texts)
@@ -364,6 +369,10 @@ class LanguageModel:
             raise ValueError("every prompt needs the same number of options (at least one)")
         if any(not isinstance(o, str) or not o for row in table for o in row):
             raise ValueError("options must be non-empty strings")
+        for row in table:
+            if len(set(row)) != len(row):
+                dup = sorted({o for o in row if row.count(o) > 1})
+                raise ValueError(f"the options contain duplicates {dup}: each option must appear once")
         batch_size = _positive_int(batch_size, "batch_size")
         cache: dict[str, list[int]] = {}
         conts = [[cache.setdefault(o, self.encode(o)) for o in row] for row in table]
@@ -376,14 +385,14 @@ class LanguageModel:
         nexts = torch.empty(n, self.vocab_size) if return_next_logits else None
         if all(len(c) == 1 for row in conts for c in row):
             ids = torch.tensor([[c[0] for c in row] for row in conts])
-            for rows, logits in self._next_logits_batches(seqs, batch_size, shared_prefix):
+            for rows, logits in self._next_logits_batches(seqs, batch_size, shared_prefix, progress):
                 r = torch.tensor(rows)
                 logp = torch.log_softmax(logits.float(), -1)
                 scores[r] = logp.gather(-1, ids[r].to(logp.device)).double().cpu()
                 if nexts is not None:
                     nexts[r] = logits.float().cpu()
         else:
-            for start in range(0, n, batch_size):
+            for start in _progress(range(0, n, batch_size), progress, "option log-probabilities"):
                 rows = list(range(start, min(start + batch_size, n)))
                 lp, nl = self._multi_token_options([seqs[i] for i in rows], [conts[i] for i in rows])
                 scores[rows] = lp
@@ -549,6 +558,15 @@ class LanguageModel:
             if last_only:
                 return self.model(**kwargs, logits_to_keep=1).logits[:, -1]
             return self.model(**kwargs).logits
+
+
+def _progress(iterable, show: bool, desc: str):
+    """``iterable`` with a ``tqdm.auto`` progress bar when ``show`` is true."""
+    if not show:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="batch")
 
 
 def _as_list(x, what: str) -> list:
