@@ -7,7 +7,7 @@
    associations of every permuted set (as a straightforward implementation of the definition does) vs the
    vectorised version (scores computed once).
 3. Closed-form answer scoring: 24 multiple-choice prompts scored one at a time with
-   ``lm.next_token_probs`` vs ``bias.option_logprobs`` (batched, last-position logits only).
+   ``lm.next_token_probs`` vs ``lm.option_logprobs`` (batched, last-position logits only).
 
 Usage: ``python benchmarks/bias.py`` (CPU; timings vary with the machine's load).
 """
@@ -84,7 +84,7 @@ def main():
     letters = [" A", " B", " C"]
     ids = [lm.token_id(t) for t in letters]
     ref, t_naive = timed(lambda: torch.cat([torch.log(lm.next_token_probs(p))[:, ids] for p in prompts]), repeat=1)
-    lp, t_fast = timed(lambda: bias.option_logprobs(lm, prompts, letters), repeat=1)
+    lp, t_fast = timed(lambda: lm.option_logprobs(prompts, letters), repeat=1)
     assert torch.allclose(lp, ref, atol=1e-4)
     rows.append((f"option log-probs, {len(prompts)} prompts: one at a time vs batched", t_naive, t_fast, "values equal"))
 

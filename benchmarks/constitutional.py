@@ -50,9 +50,8 @@ def main() -> None:
 
     @torch.no_grad()
     def full_logits():  # the output layer at every position, as a plain forward pass computes it
-        enc = lm._batch(texts, padding_side="left")
-        pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
-        logits = lm.model(**enc, position_ids=pos).logits[:, -1, :].float().cpu()
+        enc = lm.batch(texts)  # left-padded, with position ids
+        logits = lm.model(**enc).logits[:, -1, :].float().cpu()
         return torch.softmax(logits[:, ids], -1)[:, 0]
 
     def one_at_a_time():

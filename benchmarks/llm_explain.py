@@ -4,7 +4,7 @@
 * exact segment Shapley values: 2ⁿ coalitions in batches vs one pass per coalition;
 * per-layer states: all 30 layers captured in one forward pass vs one pass per layer;
 * multiple-choice scoring: each question run once with its key/value cache shared by its four answers
-  (``llm_explain.option_logprobs``) vs one full pass per (question, answer) (``lm.logprobs``).
+  (``lm.option_logprobs``) vs one full pass per (question, answer) (``lm.logprobs``).
 
 Run it alone, with ``OMP_NUM_THREADS=1 MKL_NUM_THREADS=1`` on a shared machine (the md says how it was run).
 
@@ -22,7 +22,6 @@ import torch
 
 import labkit
 from labkit import llm_explain, steering
-from labkit.lm import hooks
 
 from _timing import timed  # benchmarks/_timing.py
 
@@ -82,7 +81,7 @@ def main():
         options = [[" " + q["answer"]] + [" " + d for d in q["distractors"]] for q in qs]
         flat_p = [p for p in prompts for _ in range(4)]
         flat_o = [o for opts in options for o in opts]
-        a, t_b = timed(lambda: llm_explain.option_logprobs(lm, prompts, options), repeat=1)
+        a, t_b = timed(lambda: lm.option_logprobs(prompts, options), repeat=1)
         b, t_n = timed(lambda: lm.logprobs(flat_p, flat_o).view(len(prompts), 4), repeat=1)
         rows.append(("answer log-probs, 32 questions × 4 answers", t_n, t_b, float((a - b).abs().max())))
 

@@ -1,17 +1,21 @@
-"""Benchmark: batched mediation interventions vs one forward pass per neuron (or head), in one run.
+"""Benchmark: the one intervention engine on notebook 08's mediation analysis, against one forward pass per
+intervention and against the two tricks of the former engines, in one run.
 
     python benchmarks/mediation.py          # prints a table and writes benchmarks/mediation.md and .json
 
 On SmolLM2-135M-Instruct, the natural indirect effects (Vig et al. 2020) of MLP neurons at the profession
 position and of attention heads, for the four prompts of notebook 08 ("The {nurse, librarian, president,
-warrior} said that" → "The {man, woman} said that"), computed three ways by ``labkit.mediation``:
+warrior} said that" → "The {man, woman} said that"), computed four ways with
+``labkit.lm.interventions.run_interventions`` and the log-ratio readout:
 
-1. one forward pass per neuron (each pass carries the four prompts): ``batch_size=1, skip_layers=False``;
-2. many neurons per forward pass along the batch dimension: ``batch_size=512, skip_layers=False``;
-3. batched, and each pass starts at the lowest layer it intervenes on (layers below cannot change), from the
-   cached residual stream: ``batch_size=512, skip_layers=True`` (the default, what the notebook uses).
+1. one forward pass per intervention (each pass carries the four prompts): ``batch_size=1, skip_layers=False``;
+2. many interventions per forward pass along the batch dimension: ``batch_size=512, skip_layers=False``;
+3. batched, the batch widened at its lowest block (the former patching engine's trick, re-implemented in
+   ``benchmarks/_former_engine.py``);
+4. batched, each pass started at the lowest layer it intervenes on from the base run's cached residual stream
+   (the former mediation engine's trick, which the one engine does by default: what the notebooks use).
 
-All three give the same numbers (the largest difference is printed). For reference, the first-order estimate
+All four give the same numbers (the largest difference is printed). For reference, the first-order estimate
 (attribution patching, one forward and one backward pass for all 46,080 neurons) is timed too.
 """
 
@@ -27,15 +31,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import labkit  # noqa: E402
-from labkit import mediation  # noqa: E402
+from labkit import datasets, mediation  # noqa: E402
+from labkit.lm import interventions as I  # noqa: E402
 
+from _former_engine import widened  # noqa: E402  (benchmarks/_former_engine.py)
 from _timing import timed  # noqa: E402  (benchmarks/_timing.py)
 
 
 def main() -> int:
     device = labkit.setup(seed=0)
     lm = labkit.load_lm(device=device)
-    profs = [p for p in mediation.load_professions() if p["word"] in ("nurse", "librarian", "president", "warrior")]
+    profs = [p for p in datasets.load_professions() if p["word"] in ("nurse", "librarian", "president", "warrior")]
     null_ids, set_ids, anti, stereo = mediation.mediation_inputs(lm, profs, ["The {} said that"])
     K, T = null_ids.shape
     L, H, D = lm.model.config.num_hidden_layers, lm.model.config.num_attention_heads, lm.model.config.intermediate_size
@@ -44,30 +50,34 @@ def main() -> int:
     neurons = [(layer, int(i)) for layer in range(L) for i in torch.randperm(D, generator=g)[:per_layer]]
     n = len(neurons)
 
-    nie = lambda **kw: mediation.neuron_nie(lm, null_ids, set_ids, anti, stereo, neurons, position=1, **kw)  # noqa: E731
-    nie(batch_size=64)  # warm-up
-    one, t_one = timed(lambda: nie(batch_size=1, skip_layers=False))
-    many, t_many = timed(lambda: nie(batch_size=512, skip_layers=False), 2)
-    skip, t_skip = timed(lambda: nie(batch_size=512, skip_layers=True), 2)
-    diff_n = float(max((one - many).abs().max(), (one - skip).abs().max()))
-
-    ivs = mediation.head_interventions(L, H)
-    run = lambda **kw: mediation.run_interventions(lm, null_ids, set_ids, ivs, anti, stereo, **kw)  # noqa: E731
-    h_one, th_one = timed(lambda: run(batch_size=1, skip_layers=False))
-    h_many, th_many = timed(lambda: run(batch_size=512, skip_layers=False), 2)
-    h_skip, th_skip = timed(lambda: run(batch_size=256, skip_layers=True), 2)
-    diff_h = float(max((h_one - h_many).abs().max(), (h_one - h_skip).abs().max()))
+    readout = I.logratio_readout(anti, stereo)
+    results = {}
+    for what, ivs, wide_bs in (("neurons", I.neuron_interventions(neurons, position=1), 128),
+                               ("heads", I.head_interventions(L, H), 128)):
+        run = lambda **kw: I.run_interventions(lm, null_ids, set_ids, ivs, readout, **kw)  # noqa: E731
+        run(batch_size=64)  # warm-up
+        one, t_one = timed(lambda: run(batch_size=1, skip_layers=False))
+        many, t_many = timed(lambda: run(batch_size=512, skip_layers=False), 2)
+        wide, t_wide = timed(lambda: widened(lm, null_ids, set_ids, ivs, readout, batch_size=wide_bs), 2)
+        skip, t_skip = timed(lambda: run(batch_size=512), 2)
+        diff = max(float((one - x).abs().max()) for x in (many, wide, skip))
+        results[what] = (len(ivs), t_one, t_many, t_wide, t_skip, diff, wide_bs)
 
     _, t_est = timed(lambda: mediation.neuron_nie_estimate(lm, null_ids, set_ids, anti, stereo, position=1), 2)
 
-    rows = [  # (what, method, forward calls, interventions, seconds, speed-up)
-        (f"NIE of {n} MLP neurons ({per_layer} per layer)", "one forward pass per neuron", n, n, t_one, 1.0),
-        ("", "batched, 512 neurons per pass", -(-n // 512), n, t_many, t_one / t_many),
-        ("", "batched + each pass starts at its lowest layer", "grouped by layer", n, t_skip, t_one / t_skip),
-        (f"NIE of all {L * H} attention heads", "one forward pass per head", L * H, L * H, th_one, 1.0),
-        ("", "batched, 512 heads per pass", -(-L * H // 512), L * H, th_many, th_one / th_many),
-        ("", "batched (256 per pass) + each pass starts at its lowest layer", "grouped by layer", L * H, th_skip, th_one / th_skip),
-    ]
+    rows = []  # (what, method, forward calls, interventions, seconds, speed-up)
+    for what, label in (("neurons", f"NIE of {n} MLP neurons ({per_layer} per layer)"),
+                        ("heads", f"NIE of all {L * H} attention heads")):
+        count, t_one, t_many, t_wide, t_skip, _, wide_bs = results[what]
+        rows += [
+            (label, "one forward pass per intervention", count, count, t_one, 1.0),
+            ("", "batched, 512 per pass", -(-count // 512), count, t_many, t_one / t_many),
+            ("", f"batched ({wide_bs} per pass), widened at the lowest block (former patching engine)",
+             -(-count // wide_bs), count, t_wide, t_one / t_wide),
+            ("", "batched, each pass started at its lowest layer (the one engine; former mediation engine)",
+             "grouped by layer", count, t_skip, t_one / t_skip),
+        ]
+    t_skip, diff_n, diff_h = results["neurons"][4], results["neurons"][5], results["heads"][5]
     lines = ["| interventions | method | forward calls | wall time (s) | per intervention (ms) | speed-up vs one per pass |",
              "|---|---|---:|---:|---:|---:|"]
     for what, how, calls, count, t, ratio in rows:
@@ -84,7 +94,7 @@ def main() -> int:
     ]
     machine = (f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), device {device}, "
                f"torch {torch.__version__}")
-    text = ("# Mediation benchmark: batched interventions vs one forward pass each\n\nMeasured by "
+    text = ("# Mediation benchmark: the one intervention engine vs one forward pass each and the former tricks\n\nMeasured by "
             "`python benchmarks/mediation.py` in one run on " + machine + " (a shared machine: absolute times vary, "
             "the ratios are the point). SmolLM2-135M-Instruct, float32; best of 2 runs for the batched methods.\n\n"
             + "\n".join(lines) + "\n")
@@ -93,12 +103,10 @@ def main() -> int:
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({
         "machine": machine, "prompts": K, "tokens": T,
-        "neurons": n, "neurons_one_per_pass_s": t_one, "neurons_batched_s": t_many, "neurons_batched_skip_s": t_skip,
-        "neuron_batching_speedup": t_one / t_many, "neuron_batching_skip_speedup": t_one / t_skip,
-        "neuron_max_abs_diff": diff_n,
-        "heads": L * H, "heads_one_per_pass_s": th_one, "heads_batched_s": th_many, "heads_batched_skip_s": th_skip,
-        "head_batching_speedup": th_one / th_many, "head_batching_skip_speedup": th_one / th_skip,
-        "head_max_abs_diff": diff_h,
+        **{f"{what}_{key}": value for what, r in results.items()
+           for key, value in zip(("count", "one_per_pass_s", "batched_s", "widened_s", "engine_s", "max_abs_diff"), r)},
+        **{f"{what}_{key}_speedup": r[1] / r[i] for what, r in results.items()
+           for key, i in (("batched", 2), ("widened", 3), ("engine", 4))},
         "estimate_all_neurons_s": t_est, "extrapolated_exact_all_neurons_s": full_sweep,
     }, indent=1) + "\n")
     return 0

@@ -30,7 +30,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from labkit import notebooks as nbtools  # noqa: E402
+from tools import notebooks as nbtools  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "notebooks"
 OUT_MD = ROOT / "benchmarks" / "notebooks.md"

@@ -4,7 +4,7 @@ The same chat-template survey questions (propositions × 10 wordings × 3 person
 three ways, all reading p(letter | question) from one forward pass per question (no sampling):
 
 1. one question at a time (``lm.next_token_probs``), the naive loop;
-2. batched, full forward passes (``bias.option_logprobs``: left padding, last-position logits only);
+2. batched, full forward passes (``lm.option_logprobs``: left padding, last-position logits only);
 3. ``values.likert_logprobs``: batches of lexicographically sorted questions, whose common prefix (chat
    markup, system message, persona, start of the wording) is run once and its key/value cache reused.
 
@@ -20,7 +20,6 @@ import torch
 
 import labkit
 from labkit import values
-from labkit.bias import option_logprobs
 
 from _timing import timed  # benchmarks/_timing.py
 
@@ -39,12 +38,12 @@ def main(n_props: int = 3):
         return torch.cat([torch.log(lm.next_token_probs(t))[:, ids] for t in texts])
 
     ref, t_naive = timed(naive)
-    lp_batch, t_batch = timed(lambda: option_logprobs(lm, texts, list(values.LETTERS), batch_size=32))
+    lp_batch, t_batch = timed(lambda: lm.option_logprobs(texts, list(values.LETTERS), batch_size=32))
     lp_prefix, t_prefix = timed(lambda: values.likert_logprobs(lm, qs, normalize=False))
     n_tok = sum(len(lm.encode(t)) for t in texts)
     rows = [
         ("one question at a time", t_naive, 0.0),
-        ("batched full forward passes (bias.option_logprobs)", t_batch, float((lp_batch - ref).abs().max())),
+        ("batched full forward passes (lm.option_logprobs)", t_batch, float((lp_batch - ref).abs().max())),
         ("batched, shared-prefix cache (values.likert_logprobs)", t_prefix, float((lp_prefix - ref).abs().max())),
     ]
     lines = [

@@ -3,9 +3,11 @@
 A notebook imports ``labkit`` and the module of its topic. The shared core:
 
 * ``labkit.runtime``  — ``setup()`` (seeds, device, environment line), ``get_device()``, the cache folder;
-* ``labkit.models``   — ``load_lm()``, ``load_embedder()``, ``python -m labkit download``;
-* ``labkit.hooks``    — ``capture()`` and ``patch()`` on named activation sites (``resid_post.12``, ``head.3``, …);
+* ``labkit.lm``       — the language-model layer: ``load_lm()``, ``load_embedder()``, ``python -m labkit download``,
+  the ``LanguageModel`` wrapper, ``lm.hooks`` (``capture()`` and ``patch()`` on named activation sites such as
+  ``resid_post.12``, ``head.3``) and ``lm.interventions`` (the one intervention engine);
 * ``labkit.datasets`` — the course corpus and data loaders;
+* ``labkit.stats``    — Spearman's rank correlation;
 * ``labkit.check``    — the checks that follow every exercise;
 * ``labkit.viz``      — plotting helpers.
 """
@@ -18,14 +20,14 @@ __all__ = ["__version__", "setup", "get_device", "seed_everything", "load_lm", "
 
 
 def load_lm(*args, **kwargs):
-    """Shortcut for :func:`labkit.models.load_lm` (imports transformers on first use)."""
+    """Shortcut for :func:`labkit.lm.load.load_lm` (imports transformers on first use)."""
     from labkit.lm.load import load_lm as _load_lm
 
     return _load_lm(*args, **kwargs)
 
 
 def load_embedder(*args, **kwargs):
-    """Shortcut for :func:`labkit.models.load_embedder`."""
+    """Shortcut for :func:`labkit.lm.load.load_embedder`."""
     from labkit.lm.load import load_embedder as _load_embedder
 
     return _load_embedder(*args, **kwargs)

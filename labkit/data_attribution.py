@@ -31,6 +31,7 @@ import torch
 from torch.func import grad, hessian, jvp, vmap
 
 from labkit.runtime import get_device
+from labkit.stats import spearman
 
 __all__ = [
     "digits_pair",
@@ -540,10 +541,10 @@ def lds(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     """Linear datamodeling score (Park et al. 2023): mean over test inputs of the Spearman rank correlation,
     across subsets, between predicted outputs Σ_{i∈S} τ_i and actual outputs f(x; S).
 
-    predicted, actual: [m subsets, k test inputs] (or [m]). Ties get average ranks (scipy.stats.spearmanr).
+    predicted, actual: [m subsets, k test inputs] (or [m]). Ties get average ranks (:func:`labkit.stats.spearman`).
+    A constant column (of either) has no ranking, so its correlation is undefined: that raises ``ValueError``
+    naming the column instead of averaging a NaN.
     """
-    from scipy.stats import spearmanr
-
     if predicted.shape != actual.shape:
         raise ValueError(f"predicted and actual must have the same shape [subsets, test inputs], got "
                          f"{tuple(predicted.shape)} and {tuple(actual.shape)}")
@@ -551,7 +552,13 @@ def lds(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     A = actual.detach().cpu().double().numpy().reshape(actual.shape[0], -1)
     if P.shape[0] < 3:
         raise ValueError("the LDS needs at least 3 subsets to rank")
-    return float(np.mean([spearmanr(P[:, j], A[:, j])[0] for j in range(P.shape[1])]))
+    rhos = []
+    for j in range(P.shape[1]):
+        try:
+            rhos.append(spearman(P[:, j], A[:, j]))
+        except ValueError as e:
+            raise ValueError(f"test input {j} (column {j} of predicted/actual): {e}") from None
+    return float(np.mean(rhos))
 
 
 def trak(train_out_grads: torch.Tensor, test_out_grads: torch.Tensor, q: torch.Tensor, proj_dim: int = 32,

@@ -7,7 +7,7 @@ The corpus
     topics. The notebooks use it for activation statistics (sparse autoencoders, neuron explanations from
     top-activating contexts, probing) and as the worked example of a datasheet. How it was made, its exact
     size, its sha256 and its limitations are in ``labkit/data/corpus.md``; the script that rebuilds it is
-    ``python -m labkit.data.build_corpus``.
+    ``python -m tools.build_corpus``.
 
     * :func:`load_corpus` — the documents with their metadata (genre, topic, prompt, seed, …);
     * :func:`corpus_texts` — only the texts;
@@ -51,7 +51,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 CORPUS_FILE = "corpus.jsonl.gz"
 #: The fields of every corpus document.
 CORPUS_FIELDS = ("id", "genre", "topic", "subject", "prompt", "seed", "batch", "finished", "text", "n_tokens")
-REBUILD_COMMAND = "python -m labkit.data.build_corpus"
+REBUILD_COMMAND = "python -m tools.build_corpus"
 _RESTORE_HINT = (
     "Restore it by reinstalling labkit (from the repository: `git checkout labkit/data/corpus.jsonl.gz` and "
     "`pip install -e .`; otherwise `pip install --force-reinstall labkit`), or rebuild it with "
@@ -126,7 +126,7 @@ def corpus_token_batches(
     for activation statistics skip them or use long rows. ``max_tokens`` stops once
     ``max_tokens // seq_len`` rows are filled (only as many documents as needed are tokenised).
 
-    ``tokenizer`` is a Hugging Face tokenizer or a :class:`labkit.models.LanguageModel` (its tokenizer is
+    ``tokenizer`` is a Hugging Face tokenizer or a :class:`labkit.lm.LanguageModel` (its tokenizer is
     used). Feed the rows to the model with no attention mask: there is no padding.
     """
     tok = getattr(tokenizer, "tokenizer", tokenizer)  # a LanguageModel carries its tokenizer

@@ -805,7 +805,7 @@ def toy_dataset(seed: int = 0) -> tuple[list[dict], dict]:
 # The shipped datasheets
 
 
-#: How the shipped datasheets audit each course dataset (``labkit/data/build_datasheets.py`` uses these).
+#: How the shipped datasheets audit each course dataset (``tools/build_datasheets.py`` uses these).
 COURSE_AUDITS = {
     "corpus": dict(text_field="text", label_field="genre", group_fields=["topic", "finished"],
                    near_threshold=0.9, max_tokens=64),

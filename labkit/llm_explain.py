@@ -44,7 +44,6 @@ __all__ = [
     "shapley_exact",
     "shapley_sampling",
     "segment_ids",
-    "spearman",
     "probe_scores",
     "probe_accuracy",
     "control_labels",
@@ -277,13 +276,6 @@ def shapley_sampling(score_fn, ids: torch.Tensor, seg: torch.Tensor, baseline_id
                          perturbations_per_eval=n + 1)
     # every token of a segment carries the segment's value
     return torch.stack([attr[0][seg == k][0] for k in range(n)]).float()
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation of two vectors (scipy)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(np.asarray(a, dtype=float), np.asarray(b, dtype=float)).statistic)
 
 
 # --------------------------------------------------------------------------------------------------

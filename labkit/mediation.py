@@ -14,7 +14,7 @@ female-stereotyped profession, "woman" for a male-stereotyped one). With ``y_nul
   mediator is held at its null value (Pearl 2001).
 
 Mediators: single MLP neurons at the profession position (``mlp_post.L``) and attention heads (``head.L``, the
-head's output at every position); sites are named as in :mod:`labkit.hooks`.
+head's output at every position); sites are named as in :mod:`labkit.lm.hooks`.
 
 Interventions go through the course's one intervention engine, :func:`labkit.lm.interventions.run_interventions`
 (the same as notebook 07's patching): row ``j·K + k`` of one forward pass is prompt k under intervention j, so one

@@ -2,7 +2,7 @@
 
 Reading (Zou et al. 2023, *Representation Engineering: a top-down approach to AI transparency*): run
 contrastive prompt pairs (x⁺_i, x⁻_i) through the model, take the last token's residual stream h_l(x) at every
-layer l (all layers captured in one forward pass with :mod:`labkit.hooks`), and find a direction v_l that
+layer l (all layers captured in one forward pass with :mod:`labkit.lm.hooks`), and find a direction v_l that
 separates the two sides:
 
 * difference of means  v_l = mean_i h_l(x⁺_i) − mean_i h_l(x⁻_i);

@@ -298,7 +298,7 @@ def test_shipped_datasheets_load_are_complete_and_match_their_markdown(name):
 @pytest.mark.parametrize("name", ["corpus", "preference"])
 def test_shipped_audit_is_current(name):
     """The cheap parts of the shipped audit agree with the data as it is now (a stale datasheet fails here:
-    rebuild it with `python -m labkit.data.build_datasheets NAME --overwrite`)."""
+    rebuild it with `python -m tools.build_datasheets NAME --overwrite`)."""
     if name == "preference" and not ds.shipped_path(name).is_file():
         pytest.skip("the preference datasheet is not built yet")
     settings = ds.COURSE_AUDITS[name]

@@ -1,4 +1,4 @@
-"""Tests of labkit.hooks against ground truth computed independently, on tiny random Llama and GPT-2 models."""
+"""Tests of labkit.lm.hooks against ground truth computed independently, on tiny random Llama and GPT-2 models."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def n_hooks(model: nn.Module) -> int:
 
 
 def n_labkit_hooks(model: nn.Module) -> int:
-    """The forward hooks that labkit.hooks installed."""
+    """The forward hooks that labkit.lm.hooks installed."""
     fns = [f for m in model.modules() for f in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]]
     return sum(f.__module__ == hooks.__name__ for f in fns)
 

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from labkit import course, notebooks
+from tools import course, notebooks
 
 ROOT = notebooks.repo_root()
 COMPLETE = notebooks.complete_notebooks(ROOT)
@@ -33,12 +33,12 @@ def test_every_catalogue_entry_is_unique_and_named_by_number():
 
 def test_stamped_cells_and_readme_map_are_current():
     stale = notebooks.stamp_all(check=True, root=ROOT)
-    assert not stale, f"run `python -m labkit stamp`: {[str(p) for p in stale]}"
+    assert not stale, f"run `python -m tools stamp`: {[str(p) for p in stale]}"
 
 
 def test_student_versions_are_current():
     stale = notebooks.write_exercises(check=True, root=ROOT)
-    assert not stale, f"run `python -m labkit exercises`: {[str(p) for p in stale]}"
+    assert not stale, f"run `python -m tools exercises`: {[str(p) for p in stale]}"
 
 
 @pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)

@@ -158,7 +158,7 @@ def layout(model) -> Layout:
     if first is not None and _has(first, _REQUIRED["gpt2"]) and n_heads:
         return Layout("gpt2", base, base.wte, layers, base.ln_f, unembed, n_heads, first.attn.head_dim)
     raise ValueError(
-        f"unsupported model {type(hf).__name__}: labkit.hooks knows the Llama layout "
+        f"unsupported model {type(hf).__name__}: labkit.lm.hooks knows the Llama layout "
         f"(model.layers[L].self_attn.o_proj, .mlp.down_proj) and GPT-2 (transformer.h[L].attn.c_proj, .mlp.c_proj)"
     )
 

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python -m labkit.data.build_preferences            # rebuild labkit/data/preference_responses.jsonl.gz
-    python -m labkit.data.build_preferences --limit 2  # a quick trial: the first 2 prompts, to /tmp
+    python -m tools.build_preferences            # rebuild labkit/data/preference_responses.jsonl.gz
+    python -m tools.build_preferences --limit 2  # a quick trial: the first 2 prompts, to /tmp
 
 What it does (``preference_responses.md`` next to this file is the provenance note):
 
@@ -52,7 +52,7 @@ TEMPERATURE = 0.9
 TOP_P = 0.95
 BATCH_PROMPTS = 8
 BASE_SEED = 1100
-OUT = Path(__file__).resolve().parent / "preference_responses.jsonl.gz"
+OUT = Path(__file__).resolve().parent.parent / "labkit" / "data" / "preference_responses.jsonl.gz"
 
 
 def prompts() -> list[str]:

@@ -1,7 +1,7 @@
 """The course in one place: where it is published, its notebooks, and the links to open them.
 
 Everything that names the repository (Colab and Binder links in the README and in every title cell, the
-pinned install on Colab) is generated from the constants here by ``python -m labkit stamp``. A fork
+pinned install on Colab) is generated from the constants here by ``python -m tools stamp``. A fork
 changes ``REPOSITORY`` (and ``REF`` for a release tag), runs the stamp command, and every link follows.
 """
 

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python -m labkit.data.build_corpus                     # rebuild labkit/data/corpus.jsonl.gz (~23 min, 2 CPU cores)
-    python -m labkit.data.build_corpus --limit 64 --out /tmp/c.jsonl.gz   # a quick trial (the first batch)
-    python -m labkit.data.build_corpus --stats             # print the statistics of an existing corpus file
+    python -m tools.build_corpus                     # rebuild labkit/data/corpus.jsonl.gz (~23 min, 2 CPU cores)
+    python -m tools.build_corpus --limit 64 --out /tmp/c.jsonl.gz   # a quick trial (the first batch)
+    python -m tools.build_corpus --stats             # print the statistics of an existing corpus file
 
 What it does (``corpus.md`` next to this file is the datasheet of the shipped result):
 
@@ -59,7 +59,9 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_OUT = Path(__file__).with_name("corpus.jsonl.gz")
+from labkit.lm import left_padded_positions
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "labkit" / "data" / "corpus.jsonl.gz"
 
 MODEL = "smollm2-135m-instruct"
 TEMPERATURE = 0.8
@@ -371,7 +373,7 @@ def sample_batch(lm, prompts: list[str], seed: int, max_new_tokens: int = MAX_NE
     tok.padding_side = "left"
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = left_padded_positions(mask)
     gen = torch.Generator(device=device).manual_seed(seed)
     cache = _buffered_cache(lm.n_layers, ids.shape[1] + max_new_tokens)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -1,10 +1,10 @@
 """Course tooling for the notebooks themselves (used by maintainers, not by the lessons).
 
-* **Stamping** (``python -m labkit stamp``): the title cell and the setup cell of every notebook are
+* **Stamping** (``python -m tools stamp``): the title cell and the setup cell of every notebook are
   rendered from one template (below) and written into the notebooks, so all notebooks open the same way
   and their Colab/Binder links and measured runtimes come from one place (``labkit.course`` and
   ``benchmarks/notebooks/NN.json``). The README's course map is refreshed at the same time.
-* **Student versions** (``python -m labkit exercises``): ``notebooks/exercises/NN_*.ipynb`` is generated
+* **Student versions** (``python -m tools exercises``): ``notebooks/exercises/NN_*.ipynb`` is generated
   from the complete notebook: code between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (the nbgrader
   markers) becomes ``raise NotImplementedError()``, outputs and execution counts are cleared. Solutions
   must sit inside a function body, so that the exercise's check can hand back the reference
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import nbformat
 
-from labkit import course
+from tools import course
 
 TITLE_TAG = "labkit-title"
 SETUP_TAG = "labkit-setup"
@@ -33,15 +33,15 @@ MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
 EXERCISES_START, EXERCISES_END = "<!-- exercises:start -->", "<!-- exercises:end -->"
 MODULES_START, MODULES_END = "<!-- modules:start -->", "<!-- modules:end -->"
 #: labkit's shared core: every other module a notebook imports is a topic module.
-CORE_MODULES = {"runtime", "models", "hooks", "datasets", "check", "viz", "course", "notebooks"}
+CORE_MODULES = {"runtime", "lm", "datasets", "stats", "check", "viz"}
 STUDENT_NOTE = (
     "> **Student version.** Solutions are removed: fill in each cell that raises `NotImplementedError`, then run "
     "the check below it. Until you do, the check uses the reference implementation so the rest of the notebook "
-    "still runs. Generated from `../{filename}` by `python -m labkit exercises`; do not edit by hand."
+    "still runs. Generated from `../{filename}` by `python -m tools exercises`; do not edit by hand."
 )
 
 SETUP_TEMPLATE = '''\
-# Setup — the same cell opens every notebook (stamped by `python -m labkit stamp`; edit the template, not this cell).
+# Setup — the same cell opens every notebook (stamped by `python -m tools stamp`; edit the template, not this cell).
 import subprocess, sys
 if "google.colab" in sys.modules:  # On Colab only: install this course's labkit (pinned) and its offline models.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{install_spec}"], check=True)
