@@ -31,6 +31,10 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tools import notebooks as nbtools  # noqa: E402
+from labkit import threads  # noqa: E402
+
+# The kernels started below inherit this: passive OpenMP waiting, threads within the CPU budget (labkit/threads.py).
+os.environ.update(threads.thread_env())
 
 OUT_DIR = ROOT / "benchmarks" / "notebooks"
 OUT_MD = ROOT / "benchmarks" / "notebooks.md"

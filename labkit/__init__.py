@@ -14,6 +14,10 @@ A notebook imports ``labkit`` and the module of its topic. The shared core:
 
 __version__ = "0.1.0"
 
+from labkit import threads  # noqa: E402  (imports no torch)
+
+threads.prepare()  # the OpenMP thread variables, before torch loads (see labkit/threads.py)
+
 from labkit.runtime import get_device, seed_everything, setup  # noqa: E402
 
 __all__ = ["__version__", "setup", "get_device", "seed_everything", "load_lm", "load_embedder"]

@@ -12,6 +12,11 @@ def pytest_configure(config):
     # so no test can reach the network: the course must work offline.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # The OpenMP thread settings (passive waiting, threads within the CPU budget) for this process and the
+    # notebook kernels nbval starts from it: a busy machine must not make the suite crawl (labkit/threads.py).
+    from labkit import threads
+
+    os.environ.update(threads.thread_env())
 
 
 @pytest.fixture(scope="session")
