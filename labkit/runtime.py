@@ -106,14 +106,13 @@ def describe(device: torch.device | None = None) -> str:
 def setup(seed: int = 0, device: str | torch.device | None = None, quiet: bool = False) -> torch.device:
     """Prepare a notebook: fix the seeds, choose the device, print one line about the environment.
 
-    Returns the device; labkit functions called later default to it. On the CPU, torch's threads are capped
-    at the CPU budget (:func:`labkit.threads.cpu_budget`), and a warning says when torch was imported before
-    labkit with spinning OpenMP threads (see :mod:`labkit.threads`).
+    Returns the device; labkit functions called later default to it. A warning says when torch was imported
+    before labkit with spinning OpenMP threads or more threads than the CPU budget (see :mod:`labkit.threads`).
     """
     global _DEVICE
     _DEVICE = get_device(device) if device is not None else best_device()
     seed_everything(seed)
-    threads.check()  # cap torch's threads at the CPU budget; warn if torch was loaded with spinning threads
+    threads.check()  # warn if torch was loaded with spinning threads or more threads than the CPU budget
     if not quiet:
         print(describe(_DEVICE))
     return _DEVICE

@@ -129,27 +129,33 @@ def prepare() -> None:
 
 
 def check(warn: bool = True) -> list[str]:
-    """After torch has loaded: cap its threads at the CPU budget, and warn about settings that will crawl.
+    """After torch has loaded: warn about thread settings that will crawl; returns the warnings.
 
-    Returns the warnings (also issued with :mod:`warnings` when ``warn``): torch imported before labkit
-    without ``OMP_WAIT_POLICY=PASSIVE`` while using more than one thread (OpenMP read its defaults already: set
-    the variable before starting Python, or restart the kernel and import labkit first), or more threads than
-    the CPU budget while nobody chose a number (``OMP_NUM_THREADS`` unset): reduced here.
+    Two cases (both only possible when torch was imported before labkit, or the user chose the settings):
+    torch uses more threads than the CPU budget while nobody chose a number (``OMP_NUM_THREADS`` unset), or
+    torch was imported without ``OMP_WAIT_POLICY=PASSIVE`` and uses more than one thread (OpenMP read its
+    defaults already). The advice is to set the variables before Python starts, or to restart the kernel and
+    import labkit first. labkit does not change the thread count of a running torch: with this course's torch
+    build, any ``torch.set_num_threads`` call after start-up leaves MKL unable to solve batched linear systems
+    (LAPACK DLASWP errors, then a hang; ``tests/test_threads.py`` checks that loading the model never does it).
     """
     import torch
 
     problems = []
     budget = cpu_budget()
-    if torch.get_num_threads() > budget and "OMP_NUM_THREADS" not in os.environ:
-        problems.append(f"torch used {torch.get_num_threads()} threads but this process may use {budget} CPU(s) "
-                        f"(affinity/quota): reduced to {budget}")
-        torch.set_num_threads(budget)
-    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
-    if STATE["torch_preloaded"] and policy != WAIT_POLICY and torch.get_num_threads() > 1:
+    n = torch.get_num_threads()
+    if n > budget and "OMP_NUM_THREADS" not in os.environ:
         problems.append(
-            f"torch was imported before labkit, so its {torch.get_num_threads()} OpenMP threads spin while they wait; "
-            f"on a busy or shared CPU a forward pass can run 10-25x slower. Restart the kernel and import labkit "
-            f"before torch, or start Python with OMP_WAIT_POLICY=PASSIVE (or call torch.set_num_threads(1))"
+            f"torch uses {n} threads but this process may use {budget} CPU(s) (affinity/quota), so its threads "
+            f"will fight for the CPUs: start Python with OMP_NUM_THREADS={budget}, or restart the kernel and import "
+            f"labkit before torch"
+        )
+    policy = os.environ.get("OMP_WAIT_POLICY", "").upper()
+    if STATE["torch_preloaded"] and policy != WAIT_POLICY and n > 1:
+        problems.append(
+            f"torch was imported before labkit, so its {n} OpenMP threads spin while they wait; on a busy or "
+            f"shared CPU a forward pass can run 10-25x slower. Restart the kernel and import labkit before torch, "
+            f"or start Python with OMP_WAIT_POLICY=PASSIVE"
         )
     if warn:
         import warnings

@@ -94,6 +94,39 @@ def test_setup_warns_when_torch_was_imported_first():
     assert "imported before labkit" not in quiet.stderr
 
 
+def test_too_many_threads_are_reported_not_changed():
+    code = ("import warnings; warnings.simplefilter('always'); import torch; import labkit; "
+            "labkit.threads.cpu_budget = lambda: 1; n = torch.get_num_threads(); labkit.setup(quiet=True); "
+            "print(n, torch.get_num_threads())")
+    result = _python(code, _clean_env())
+    before, after = result.stdout.split()
+    assert before == after  # never changed at run time (see test_loading_the_model_leaves_lapack_working)
+    if int(before) > 1:
+        assert "OMP_NUM_THREADS=1" in result.stderr
+
+
+SOLVE = """
+import torch
+import labkit
+{setup}
+g = torch.Generator().manual_seed(0)
+Z = torch.randn(30, 192, 577, generator=g, dtype=torch.float64)
+A = Z.transpose(-1, -2) @ Z + 10 * torch.eye(577, dtype=Z.dtype)
+w = torch.linalg.solve(A, Z.transpose(-1, -2) @ torch.ones(30, 192, 1, dtype=Z.dtype))
+print(float((A @ w - Z.transpose(-1, -2) @ torch.ones(30, 192, 1, dtype=Z.dtype)).abs().max()))
+"""
+
+
+@pytest.mark.slow
+def test_loading_the_model_leaves_lapack_working():
+    """Any torch.set_num_threads call after start-up breaks this torch build's batched LAPACK solves (MKL prints
+    DLASWP errors and hangs): notebook 05's ridge probe hit it once the model's load check changed the thread
+    count. Loading and setting up must not do it."""
+    result = _python(SOLVE.format(setup="lm = labkit.load_lm(); labkit.setup(quiet=True)"), _clean_env(), timeout=120)
+    assert result.returncode == 0 and "MKL ERROR" not in result.stderr, result.stderr[-1000:]
+    assert float(result.stdout.split()[-1]) < 1e-6
+
+
 def test_thread_env_keeps_what_is_set_and_fills_what_is_missing():
     added = threads.thread_env({"OMP_WAIT_POLICY": "ACTIVE"})
     assert "OMP_WAIT_POLICY" not in added and added["GOMP_SPINCOUNT"] == threads.SPIN_COUNT

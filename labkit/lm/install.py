@@ -415,24 +415,10 @@ def _sample_digest(path: Path, blocks: int = 32, block_size: int = 1 << 16) -> s
     return h.hexdigest()
 
 
-@contextmanager
-def _one_torch_thread():
-    """Run torch on one CPU thread inside the block (the previous count is restored): the fingerprint's forward
-    pass then adds up in the same order at build and at load time, and a busy machine does not slow it down
-    (two threads on one free core made it ten times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def logits_fingerprint(model: torch.nn.Module, input_ids) -> list[list[float]]:
     """A fingerprint of what the model computes: its logits on ``input_ids``, projected on fixed directions.
 
-    With ``z_t`` the logits at position ``t`` (float32 forward on the CPU, one thread, computed in float64
-    after it) and ``R`` a [vocab, 8] matrix of standard normal numbers from ``numpy.random.RandomState(0)``
+    With ``z_t`` the logits at position ``t`` (float32 forward on the CPU, computed in float64 after it) and ``R`` a [vocab, 8] matrix of standard normal numbers from ``numpy.random.RandomState(0)``
     (a stream NumPy keeps unchanged across versions), the fingerprint is ``F[t] = z_t R / √8``. Then
     ``E‖F − F'‖² = ‖z − z'‖²``: the distance between two fingerprints estimates the distance between the
     full logit vectors (a Johnson–Lindenstrauss projection), so a change in any logit shows.
@@ -451,7 +437,10 @@ def logits_fingerprint(model: torch.nn.Module, input_ids) -> list[list[float]]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _one_torch_thread():
+        # with torch's threads as they are: calling torch.set_num_threads at run time leaves this torch build's
+        # MKL unable to solve batched linear systems (DLASWP errors, then a hang), and the tolerance of
+        # fingerprint_distance covers the float noise between thread counts
+        with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits[0].double()
     finally:
         model.train(was_training)
