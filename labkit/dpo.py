@@ -269,8 +269,9 @@ class LoraDPO:
         with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 marks deprecated
             warnings.simplefilter("ignore", FutureWarning)
             self.model = get_peft_model(base, config)  # LoRA layers inserted into lm.model, in place
-        self.model.base_model.disable_adapter_layers()  # lm computes π_ref unless the trainer switches it on
+        self.adapter_parameters = [p for p in self.model.parameters() if p.requires_grad]  # the LoRA weights
         self._policy_depth = 0
+        self._switch_off()  # lm computes π_ref unless the trainer switches the adapter on
         self.lm_head = lm.layout.unembed
         self.batch_size = batch_size
         self._cache_frozen()
@@ -286,7 +287,13 @@ class LoraDPO:
         finally:
             self._policy_depth -= 1
             if self._policy_depth == 0:
-                self.model.base_model.disable_adapter_layers()
+                self._switch_off()
+
+    def _switch_off(self) -> None:
+        """Switch the adapter off; its parameters stay the trainable ones (peft would freeze them)."""
+        self.model.base_model.disable_adapter_layers()
+        for p in self.adapter_parameters:
+            p.requires_grad_(True)
 
     def remove(self) -> None:
         """Take the LoRA layers out of ``lm.model`` (``peft``'s ``unload``): the model is the original again."""
@@ -379,9 +386,7 @@ class LoraDPO:
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError("epochs must be a positive integer")
 
-        with self.policy():  # the adapter's parameters are trainable while it is switched on
-            params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = torch.optim.Adam(self.adapter_parameters, lr=lr)
         g = torch.Generator().manual_seed(seed)
         steps = []
         for _ in range(epochs):
