@@ -8,6 +8,7 @@ A notebook imports ``labkit`` and the module of its topic. The shared core:
   ``resid_post.12``, ``head.3``) and ``lm.interventions`` (the one intervention engine);
 * ``labkit.datasets`` — the course corpus and data loaders;
 * ``labkit.stats``    — Spearman's rank correlation;
+* ``labkit.claim``    — claims are code: ``claim(condition, "the sentence", x=x)`` prints ✓ or raises with the numbers;
 * ``labkit.check``    — the checks that follow every exercise;
 * ``labkit.viz``      — plotting helpers.
 """
@@ -18,9 +19,10 @@ from labkit import threads  # noqa: E402  (imports no torch)
 
 threads.prepare()  # the OpenMP thread variables, before torch loads (see labkit/threads.py)
 
+from labkit.claims import claim  # noqa: E402
 from labkit.runtime import get_device, seed_everything, setup  # noqa: E402
 
-__all__ = ["__version__", "setup", "get_device", "seed_everything", "load_lm", "load_embedder"]
+__all__ = ["__version__", "setup", "get_device", "seed_everything", "claim", "load_lm", "load_embedder"]
 
 
 def load_lm(*args, **kwargs):
