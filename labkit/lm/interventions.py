@@ -359,18 +359,22 @@ def attribution_patching(lm, clean_ids, corrupt_ids, sites: Sequence[str], reado
 
 
 def ig_patching(lm, clean_ids, corrupt_ids, sites: Sequence[str], readout: Readout, n_steps: int = 10,
-                progress: bool = False) -> dict[str, torch.Tensor]:
+                progress: bool = False, rule: str = "left") -> dict[str, torch.Tensor]:
     """Integrated-gradients attribution patching (Marks et al. 2024; Hanna et al. 2024).
 
-    For each site separately, ``F̂_IG = (a_p − a_c) ⊙ (1/N) Σ_α ∇_a m|_{α a_c + (1 − α) a_p}`` with
-    ``α ∈ {0, 1/N, …, (N−1)/N}`` and all other activations computed by the model (a left Riemann sum of the
-    path integral, so ``Σ F̂_IG`` approaches the exact effect of patching the whole site as N grows).
+    For each site separately, ``F̂_IG = (a_p − a_c) ⊙ (1/N) Σ_α ∇_a m|_{α a_c + (1 − α) a_p}`` with all other
+    activations computed by the model: a Riemann sum of the path integral, so ``Σ F̂_IG`` approaches the
+    exact effect of patching the whole site as N grows. ``rule="left"`` takes the lecture's grid
+    ``α ∈ {0, 1/N, …, (N−1)/N}`` (it never evaluates the clean end α = 1; the error shrinks like 1/N);
+    ``rule="midpoint"`` takes ``α = (k + ½)/N`` at the same cost (the error shrinks like 1/N²).
     The sites of one layer share one forward/backward pass (rows = site × step × pair), which starts at that
     layer from the clean run's residual stream (:func:`run_copies`). Returns the same layout as
     :func:`attribution_patching`.
     """
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+    if rule not in ("left", "midpoint"):
+        raise ValueError(f"rule must be 'left' (the lecture's α = k/N) or 'midpoint' (α = (k + ½)/N), not {rule!r}")
     sites = [sites] if isinstance(sites, str) else list(sites)
     if not sites:
         raise ValueError("no sites given")
@@ -383,7 +387,7 @@ def ig_patching(lm, clean_ids, corrupt_ids, sites: Sequence[str], readout: Reado
     corrupt = _source(lm, corrupt_ids, sites)
     resid = _resid(lm, clean_ids, list(groups))
     K = clean_ids.shape[0]
-    alphas = torch.arange(n_steps, dtype=torch.float32, device=clean_ids.device) / n_steps
+    alphas = (torch.arange(n_steps, dtype=torch.float32, device=clean_ids.device) + (0.5 if rule == "midpoint" else 0.0)) / n_steps
     result = {}
     items = list(groups.items())
     if progress:
