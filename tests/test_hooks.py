@@ -90,7 +90,7 @@ def n_labkit_hooks(model: nn.Module) -> int:
 def test_sites_lists_every_kind_and_layer(model):
     names = hooks.sites(model)
     assert names[0] == "embed"
-    assert len(names) == 1 + 6 * N_LAYERS == len(set(names))
+    assert len(names) == 1 + 7 * N_LAYERS == len(set(names))
     for kind in hooks.LAYER_KINDS:
         assert [f"{kind}.{layer}" in names for layer in range(N_LAYERS)] == [True] * N_LAYERS
     assert all(hooks.parse_site(model, s)[0] == s.split(".")[0] for s in names)
@@ -140,8 +140,13 @@ def test_unsupported_models():
 # capture: values against ground truth
 
 
+def plain_sites(model) -> list[str]:
+    """Every site except the attention patterns (capturing those switches the model to eager attention)."""
+    return [s for s in hooks.sites(model) if not s.startswith("pattern.")]
+
+
 def capture_all(model, ids, **kwargs):
-    with hooks.capture(model, hooks.sites(model), **kwargs) as cache, torch.no_grad():
+    with hooks.capture(model, plain_sites(model), **kwargs) as cache, torch.no_grad():
         out = model(ids, output_hidden_states=True)
     return cache, out
 
@@ -154,7 +159,7 @@ def test_shapes(model, ids):
         "attn_out": (2, 7, D_MODEL), "mlp_out": (2, 7, D_MODEL),
         "head": (2, 7, N_HEADS, D_HEAD), "mlp_post": (2, 7, d_mlp),
     }
-    assert sorted(cache) == sorted(hooks.sites(model))
+    assert sorted(cache) == sorted(plain_sites(model))
     for site, act in cache.items():
         assert tuple(act.shape) == expected[site.split(".")[0]], site
         assert not act.requires_grad
@@ -265,10 +270,16 @@ def logits(model, ids, **kwargs):
 def test_identity_patches_change_nothing(model, ids):
     base = logits(model, ids)
     cache, _ = capture_all(model, ids)
+    with hooks.capture(model, "pattern.1") as patterns, torch.no_grad():
+        model(ids)
+    cache["pattern.1"] = patterns["pattern.1"]
     for site in ["embed"] + [f"{kind}.1" for kind in hooks.LAYER_KINDS]:
         for edit in (lambda x: x, lambda x: None, cache[site], cache[site].clone()):
             with hooks.patch(model, {site: edit}):
-                assert torch.equal(logits(model, ids), base), site
+                if site.startswith("pattern."):  # eager attention instead of the fused kernel: float rounding
+                    torch.testing.assert_close(logits(model, ids), base, atol=1e-5, rtol=1e-5)
+                else:
+                    assert torch.equal(logits(model, ids), base), site
     assert n_labkit_hooks(model) == 0
 
 
@@ -467,6 +478,60 @@ def test_hooks_removed_after_normal_exit_and_errors(model, ids):
 
 
 # --------------------------------------------------------------------------------------------------
+# Attention patterns
+
+
+def test_pattern_equals_the_eager_attentions_transformers_reports(model, ids):
+    impl = model.config._attn_implementation
+    with torch.no_grad():
+        model.config._attn_implementation = "eager"
+        try:
+            reported = model(ids, output_attentions=True).attentions
+        finally:
+            model.config._attn_implementation = impl
+        with hooks.capture(model, [f"pattern.{L}" for L in range(N_LAYERS)]) as cache:
+            assert model.config._attn_implementation == "labkit_pattern"
+            model(ids)
+    assert model.config._attn_implementation == impl and not hasattr(model.config, "_labkit_pattern_hooks")
+    for L in range(N_LAYERS):
+        p = cache[f"pattern.{L}"]
+        assert p.shape == (2, N_HEADS, 7, 7)
+        torch.testing.assert_close(p, reported[L], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(p.sum(-1), torch.ones(2, N_HEADS, 7), atol=1e-5, rtol=0)
+        assert torch.all(p.triu(diagonal=1) == 0)  # causal: no query reads a later key
+
+
+def test_patching_a_pattern_to_one_key_copies_that_keys_value(model, ids):
+    """With head h attending only to position 0, its output (head.L[:, t, h]) is the same vector v_0 at every t."""
+    h = 2
+
+    def to_first(p):
+        p = p.clone()
+        p[:, h] = 0
+        p[:, h, :, 0] = 1
+        return p
+
+    with torch.no_grad(), hooks.patch(model, {"pattern.1": to_first}), hooks.capture(model, "head.1") as cache:
+        model(ids)
+    out = cache["head.1"][:, :, h]  # [batch, seq, d_head]
+    torch.testing.assert_close(out, out[:, :1].expand_as(out), atol=1e-6, rtol=1e-5)
+    other = cache["head.1"][:, :, (h + 1) % N_HEADS]
+    assert not torch.allclose(other, other[:, :1].expand_as(other))  # the other heads still mix positions
+
+
+def test_pattern_hooks_restore_the_attention_on_error_and_refuse_positions(model, ids):
+    impl = model.config._attn_implementation
+    with pytest.raises(RuntimeError, match="boom"):
+        with hooks.capture(model, "pattern.0"), hooks.patch(model, {"pattern.2": lambda p: p}):
+            raise RuntimeError("boom")
+    assert model.config._attn_implementation == impl and n_labkit_hooks(model) == 0
+    with pytest.raises(ValueError, match=r"a pattern is \[batch, heads, query, key\]"):
+        with hooks.capture(model, ["resid_post.0", "pattern.1"], positions=-1):
+            pass
+    assert model.config._attn_implementation == impl
+
+
+# --------------------------------------------------------------------------------------------------
 # The course model
 
 
@@ -491,7 +556,7 @@ def test_course_model(lm):
     assert torch.equal(cache[f"resid_post.{n - 2}"], out.hidden_states[n - 1])
     with torch.no_grad():
         torch.testing.assert_close(lm.model.model.norm(cache[f"resid_post.{n - 1}"]), out.hidden_states[n])
-    assert len(hooks.sites(lm)) == 1 + 6 * n
+    assert len(hooks.sites(lm)) == 1 + 7 * n
     with pytest.raises(ValueError, match=r"layer 31 out of range: this model has 30 layers \(0-29\)"):
         hooks.parse_site(lm, "resid_post.31")
     output, cache2 = hooks.run_with_cache(lm, "The capital of France is", "head.3")

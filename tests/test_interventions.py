@@ -55,7 +55,10 @@ def _ids(seed: int, k: int = 3, seq: int = 6) -> torch.Tensor:
 
 
 def brute_force(lm, base, source, interventions, readout) -> torch.Tensor:
-    """One full forward pass per intervention, with the sources captured separately: ``[n, K]``."""
+    """One full forward pass per intervention, with the sources captured separately: ``[n, K]``.
+
+    (Capturing or patching an attention pattern switches the model to eager attention for that pass; the
+    engine does the same, so both sides compute with the same kernels.)"""
     out = []
     for iv in interventions:
         sites = sorted({s for s, _ in iv})
@@ -86,6 +89,8 @@ MIXED = [
     [("embed", (1,))],
     [("head.3", (slice(None), 0)), ("head.3", (slice(None), 3))],  # two heads of one site
     [("mlp_post.3", (0, 0))],
+    [("pattern.1", (2,))],  # one head's whole attention pattern
+    [("pattern.2", (0, 5, 1))],  # head 0, query 5, key 1: one attention weight α_{l,h,i,j}
 ]
 
 

@@ -4,6 +4,8 @@ Every notebook that looks inside the model names an activation the same way, ``"
 
 * ``embed``: output of the token embedding (see the note on GPT-2 below), [batch, seq, d_model];
 * ``resid_pre.L``: input of decoder block L (the residual stream before the block), [batch, seq, d_model];
+* ``pattern.L``: the attention probabilities softmax(q·k/√d + mask) of every head, [batch, heads, query, key]
+  (row q says how much query position q reads from each key position; rows sum to 1);
 * ``head.L``: per-head outputs entering the attention output projection, [batch, seq, heads, d_head];
 * ``attn_out.L``: output of the attention sub-layer, after the output projection and before the residual add,
   [batch, seq, d_model];
@@ -32,6 +34,12 @@ Use them with two context managers, which always remove their hooks on exit, als
     with patch(lm, {"resid_pre.5": lambda x: x + 4 * direction}):
         steered = lm.generate("Tell me about the weather")
 
+Attention patterns. Models normally compute attention with a fused kernel (PyTorch's scaled dot-product
+attention) that never materialises the probabilities. While a ``pattern`` site is captured or patched, labkit
+switches the model to its own eager attention (``softmax`` written out, the probabilities passed through a
+hookable module ``labkit_pattern`` on each attention module) and back when the block ends; results differ from
+the fused kernel's only by float rounding (about 1e-6).
+
 Note on ``output_hidden_states=True``: Hugging Face's ``hidden_states[L]`` is ``resid_pre.L`` and
 ``hidden_states[L + 1]`` is ``resid_post.L``, except the last entry, which has the model's final norm applied.
 transformers 5 records them with its own forward hooks on the blocks' outputs, so a patch of ``resid_post.L``
@@ -54,7 +62,7 @@ __all__ = [
 ]
 
 #: Site kinds that need a layer, in the order a forward pass meets them.
-LAYER_KINDS = ("resid_pre", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
+LAYER_KINDS = ("resid_pre", "pattern", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
 #: Site kinds without a layer.
 MODEL_KINDS = ("embed",)
 
@@ -62,6 +70,7 @@ MODEL_KINDS = ("embed",)
 _BLOCK_SITES = {
     "llama": {
         "resid_pre": ("", "input"),
+        "pattern": ("self_attn.labkit_pattern", "output"),
         "head": ("self_attn.o_proj", "input"),
         "attn_out": ("self_attn", "output"),
         "mlp_post": ("mlp.down_proj", "input"),
@@ -70,6 +79,7 @@ _BLOCK_SITES = {
     },
     "gpt2": {
         "resid_pre": ("", "input"),
+        "pattern": ("attn.labkit_pattern", "output"),
         "head": ("attn.c_proj", "input"),
         "attn_out": ("attn", "output"),
         "mlp_post": ("mlp.c_proj", "input"),
@@ -115,7 +125,12 @@ class Layout:
         if kind == "embed":
             return self.embed, "output"
         path, where = _BLOCK_SITES[self.family][kind]
-        return _real_block(self.layers[layer]).get_submodule(path), where
+        block = _real_block(self.layers[layer])
+        if kind == "pattern":
+            attention = block.get_submodule(path.rpartition(".")[0])
+            if not isinstance(getattr(attention, _PATTERN_MODULE, None), _Pattern):
+                attention.add_module(_PATTERN_MODULE, _Pattern())  # no parameters: the state dict is unchanged
+        return block.get_submodule(path), where
 
 
 def hf_module(model) -> nn.Module:
@@ -258,7 +273,78 @@ def _add_hook(lay: Layout, kind: str, layer: int | None, fn, prepend: bool = Fal
         fn = _per_head(fn, lay.n_heads, lay.d_head)
     if where == "input":
         return module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True, prepend=prepend)
-    return module.register_forward_hook(_output_hook(fn), prepend=prepend)
+    handle = module.register_forward_hook(_output_hook(fn), prepend=prepend)
+    return _PatternHandle(lay, handle) if kind == "pattern" else handle
+
+
+# --------------------------------------------------------------------------------------------------
+# Attention patterns: an eager attention whose probabilities pass through a hookable module
+
+_PATTERN_IMPL = "labkit_pattern"  # the attention implementation registered with transformers
+_PATTERN_MODULE = "labkit_pattern"  # the submodule of each attention module that the probabilities pass through
+
+
+class _Pattern(nn.Module):
+    """The identity, on the attention probabilities [batch, heads, query, key]: where pattern hooks attach."""
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs
+
+
+def _pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
+    """Eager attention (as the Llama and GPT-2 implementations of transformers write it), with the softmax
+    probabilities passed through ``module.labkit_pattern`` so that hooks can read or replace them."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask[..., : key.shape[-2]]
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    hookable = getattr(module, _PATTERN_MODULE, None)  # attached to the layers whose pattern is hooked
+    if hookable is not None:
+        probs = hookable(probs)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def _register_pattern_attention() -> None:
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register(_PATTERN_IMPL, _pattern_attention)
+    AttentionMaskInterface.register(_PATTERN_IMPL, eager_mask)
+
+
+class _PatternHandle:
+    """A pattern hook's handle: while any pattern hook of a model is installed, the model's attention is
+    labkit's eager implementation; removing the last one restores the model's own."""
+
+    def __init__(self, lay: Layout, handle):
+        config = getattr(lay.decoder, "config", None)
+        if config is None:
+            handle.remove()
+            raise ValueError("pattern sites need a Hugging Face model with a config (its attention implementation)")
+        self.handle, self.config = handle, config
+        active = getattr(config, "_labkit_pattern_hooks", 0)
+        if active == 0:
+            _register_pattern_attention()
+            config._labkit_saved_attn_implementation = config._attn_implementation
+            config._attn_implementation = _PATTERN_IMPL
+        config._labkit_pattern_hooks = active + 1
+
+    def remove(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.remove()
+        self.handle = None
+        config = self.config
+        config._labkit_pattern_hooks -= 1
+        if config._labkit_pattern_hooks == 0:
+            config._attn_implementation = config._labkit_saved_attn_implementation
+            del config._labkit_pattern_hooks, config._labkit_saved_attn_implementation
 
 
 @contextlib.contextmanager
@@ -311,6 +397,9 @@ def capture(model, sites: str | Sequence[str], detach: bool = True, positions=No
     """
     lay = layout(model)
     wanted = _site_list(model, sites)
+    if positions is not None and any(kind == "pattern" for _, kind, _ in wanted):
+        raise ValueError("positions selects sequence positions of [batch, seq, ...] sites; a pattern is "
+                         "[batch, heads, query, key]: capture it whole and index it (e.g. cache[...][:, :, -1])")
     if accumulate and not detach:
         raise ValueError(
             "accumulate=True stores concatenated copies, which gradients cannot flow back through: "
