@@ -93,7 +93,7 @@ def describe(device: torch.device | None = None) -> str:
     """One line: environment, device, labkit and torch versions."""
     from labkit import __version__
 
-    dev = device or get_device()
+    dev = get_device(device)
     if dev.type == "cuda":
         where = f"cuda ({torch.cuda.get_device_name(dev)})"
     elif dev.type == "cpu":

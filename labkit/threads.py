@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = ["WAIT_POLICY", "SPIN_COUNT", "cgroup_quota", "cpu_budget", "thread_env", "prepare", "check", "STATE"]
@@ -47,6 +48,10 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("
     cgroup v2: ``cpu.max`` (``"<quota> <period>"`` or ``"max <period>"``) in the process's cgroup and its
     parents (the smallest applies); cgroup v1: ``cpu.cfs_quota_us / cpu.cfs_period_us`` (−1 = no quota).
     """
+    for name, value in (("root", root), ("proc_cgroup", proc_cgroup)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a path (str or pathlib.Path), got {type(value).__name__}")
+    root, proc_cgroup = Path(root), Path(proc_cgroup)
     quotas = []
     try:
         lines = proc_cgroup.read_text().splitlines()
@@ -105,6 +110,8 @@ def thread_env(env: dict | None = None) -> dict:
     is smaller than the cores the machine reports (a quota or an affinity mask), where torch's default of one
     thread per core would oversubscribe. Values the caller already set are kept.
     """
+    if env is not None and not isinstance(env, Mapping):
+        raise TypeError(f"env must be a mapping of environment variables (like os.environ), got {type(env).__name__}")
     env = dict(os.environ if env is None else env)
     add = {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": SPIN_COUNT}
     budget = cpu_budget()
@@ -139,6 +146,8 @@ def check(warn: bool = True) -> list[str]:
     build, any ``torch.set_num_threads`` call after start-up leaves MKL unable to solve batched linear systems
     (LAPACK DLASWP errors, then a hang; ``tests/test_threads.py`` checks that loading the model never does it).
     """
+    if not isinstance(warn, bool):
+        raise TypeError(f"warn must be True or False, got {warn!r}")
     import torch
 
     problems = []

@@ -8,8 +8,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+def _check_title(title) -> None:
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("title must be a non-empty string: every figure says what it shows")
+
+
 def bar_tokens(pairs: Sequence[tuple[str, float]], title: str, xlabel: str = "probability", ax=None):
     """Horizontal bars for (token, value) pairs, largest on top; tokens are shown with visible spaces."""
+    pairs = list(pairs) if not isinstance(pairs, (str, bytes)) else None
+    if not pairs or any(not (isinstance(p, (tuple, list)) and len(p) == 2) for p in pairs):
+        raise ValueError("pairs must be a non-empty list of (token, value) pairs, e.g. lm.top_tokens(prompt)")
+    if any(not np.isfinite(float(v)) for _, v in pairs):
+        raise ValueError("the values of pairs must be finite numbers")
+    _check_title(title)
     ax = ax or plt.subplots(figsize=(6, 0.35 * len(pairs) + 1))[1]
     labels = [repr(t) for t, _ in pairs][::-1]
     values = [v for _, v in pairs][::-1]
@@ -25,8 +36,13 @@ def bar_tokens(pairs: Sequence[tuple[str, float]], title: str, xlabel: str = "pr
 
 def per_layer(values, title: str, ylabel: str, ax=None, label: str | None = None, marker: str = "o"):
     """A line over layers 0…L−1."""
+    values = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence (one number per layer), got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("values must be finite (no NaN or inf): a missing layer would be drawn as a gap")
+    _check_title(title)
     ax = ax or plt.subplots(figsize=(7, 3.2))[1]
-    values = np.asarray(values)
     ax.plot(np.arange(len(values)), values, marker=marker, markersize=3, label=label)
     ax.set_title(title)
     ax.set_xlabel("layer")
@@ -40,8 +56,14 @@ def per_layer(values, title: str, ylabel: str, ax=None, label: str | None = None
 def heatmap(matrix, row_labels, col_labels, title: str, cbar_label: str, ax=None, fmt: str = "{:.2f}", cmap="viridis",
             vmin=None, vmax=None, figsize=None, annotate: bool | None = None):
     """A heatmap with labelled rows and columns; values are printed in the cells of small matrices
-    (``annotate=None``: up to 100 cells)."""
-    matrix = np.asarray(matrix)
+    (``annotate=None``: up to 100 cells). NaN cells are left blank."""
+    matrix = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ValueError(f"matrix must be a non-empty 2-D array, got shape {matrix.shape}")
+    if len(row_labels) != matrix.shape[0] or len(col_labels) != matrix.shape[1]:
+        raise ValueError(f"row_labels ({len(row_labels)}) and col_labels ({len(col_labels)}) must match the matrix's "
+                         f"shape {matrix.shape}")
+    _check_title(title)
     if ax is None:
         size = figsize or (min(14.0, 1.0 + 0.9 * len(col_labels)), min(10.0, 0.8 + 0.5 * len(row_labels)))
         ax = plt.subplots(figsize=size)[1]

@@ -20,7 +20,8 @@ import labkit
 
 @dataclass(frozen=True)
 class Bad:
-    """One bad call: ``call()`` must raise ``error`` with a message matching ``match`` (a regex).
+    """One bad call: ``call()`` must raise ``error`` with a message matching ``match`` (a regex). A ``call`` that
+    takes one parameter is given the session's course model (``call(lm)``), so cases need not load their own.
 
     ``target`` names what is called, as ``module.function``, ``module.Class`` or ``module.Class.method``
     (e.g. ``"labkit.lm.model.LanguageModel.generate"``); ``why`` says what is wrong with the input.

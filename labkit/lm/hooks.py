@@ -120,8 +120,18 @@ class Layout:
     n_heads: int
     d_head: int
 
+    def __post_init__(self):
+        if self.family not in _BLOCK_SITES:
+            raise ValueError(f"family must be 'llama' or 'gpt2', got {self.family!r}")
+        if not isinstance(self.layers, nn.ModuleList) or len(self.layers) == 0:
+            raise ValueError("layers must be a non-empty torch.nn.ModuleList of decoder blocks")
+
     def locate(self, kind: str, layer: int | None) -> tuple[nn.Module, str]:
         """The module of a site and whether the site is its ``"input"`` or its ``"output"``."""
+        if kind not in LAYER_KINDS + MODEL_KINDS:
+            raise ValueError(f"unknown site kind {kind!r}: valid kinds are {', '.join(LAYER_KINDS + MODEL_KINDS)}")
+        if kind != "embed" and (isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(self.layers)):
+            raise ValueError(f"layer {layer!r} out of range: this model has {len(self.layers)} layers")
         if kind == "embed":
             return self.embed, "output"
         path, where = _BLOCK_SITES[self.family][kind]
@@ -367,7 +377,10 @@ class Cache(dict):
 
     def __init__(self, expected: Sequence[str] = ()):
         super().__init__()
-        self.expected = list(expected)  # the sites being captured
+        expected = [expected] if isinstance(expected, str) else list(expected)
+        if any(not isinstance(s, str) for s in expected):
+            raise TypeError(f"expected must be a list of site names (strings), got {expected!r}")
+        self.expected = expected  # the sites being captured
 
     def __missing__(self, site):
         if site in self.expected:

@@ -78,6 +78,14 @@ class ModelPackage:
     sha256: str  # of the weight file
     description: str
 
+    def __post_init__(self):
+        for name in ("key", "package", "version", "module", "weights", "description"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not (isinstance(self.sha256, str) and len(self.sha256) == 64
+                and all(c in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(f"sha256 must be 64 hexadecimal digits (lower case), got {self.sha256!r}")
+
     @property
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
@@ -188,6 +196,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     path = _check_path("path", path)
     if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk <= 0:
         raise ValueError(f"chunk must be a positive number of bytes, got {chunk!r}")
+    if not path.is_file():
+        raise ValueError(f"path must be an existing file, got {str(path)!r}")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -272,6 +272,10 @@ def hub_answer(repo_id: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str:
 
     Asks in a daemon thread and waits at most ``timeout`` + 0.5 s, which also bounds a slow DNS lookup.
     """
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise ValueError(f"repo_id must be a Hugging Face hub id such as 'gpt2', got {repo_id!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     from huggingface_hub import model_info
     from huggingface_hub.errors import RepositoryNotFoundError
 

@@ -60,6 +60,13 @@ class LanguageModel:
     """
 
     def __init__(self, model, tokenizer, name: str = "model"):
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise TypeError(f"model must be a Hugging Face causal language model (a torch.nn.Module with a config), "
+                            f"got {type(model).__name__}; load one with labkit.load_lm()")
+        if not callable(getattr(tokenizer, "encode", None)):
+            raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -104,7 +111,10 @@ class LanguageModel:
 
     def decode(self, ids) -> str:
         """The text of token ids (a list or a 1-D tensor); special tokens are kept."""
-        return self.tokenizer.decode([int(i) for i in torch.as_tensor(ids).flatten()])
+        flat = torch.as_tensor(ids).flatten()
+        if flat.is_floating_point() or flat.is_complex() or ((flat < 0) | (flat >= self.vocab_size)).any():
+            raise ValueError(f"token ids must be integers in 0-{self.vocab_size - 1}, got {flat.tolist()[:8]}")
+        return self.tokenizer.decode([int(i) for i in flat])
 
     def tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` as readable strings."""
