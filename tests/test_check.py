@@ -16,7 +16,11 @@ def test_there_are_checks():
 @pytest.mark.parametrize("name", sorted(EXERCISES))
 def test_reference_passes(name, capsys):
     ex = EXERCISES[name]
-    assert ex(ex.reference) is ex.reference
+
+    def own(*args, **kwargs):  # a correct implementation of the student's own (here: the reference's maths)
+        return ex.reference(*args, **kwargs)
+
+    assert ex(own) is own
     out = capsys.readouterr().out
     assert out.startswith(f"✓ {name}") and f"all {len(ex.cases)} cases" in out
 
@@ -32,14 +36,22 @@ def test_each_known_mistake_is_caught_with_its_hint(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXERCISES))
-def test_not_done_hands_back_the_reference(name, capsys):
+def test_not_done_hands_back_the_marked_reference_and_never_a_tick(name, capsys):
     ex = EXERCISES[name]
 
     def todo(*args, **kwargs):
         raise NotImplementedError()
 
-    assert ex(todo) is ex.reference
-    assert "not done yet" in capsys.readouterr().out
+    handed = ex(todo)
+    assert handed.labkit_reference_for == name
+    assert "⧗" in capsys.readouterr().out
+    ex.run_case(1, handed)  # it computes what the reference computes (raises otherwise)
+    again = ex(handed)  # running the check cell again on the handed-back reference
+    out = capsys.readouterr().out
+    assert again is handed and "still the reference implementation" in out and "✓" not in out
+    ex(ex.reference)  # the bare reference is not "your" function either
+    out = capsys.readouterr().out
+    assert "still the reference implementation" in out and "✓" not in out
 
 
 @pytest.mark.parametrize("name", sorted(EXERCISES))
@@ -60,6 +72,27 @@ def test_an_unknown_wrong_answer_gets_the_difference_without_a_hint():
     with pytest.raises(check.CheckFailed) as info:
         check.entropy(lambda logits: check.entropy.reference(logits) + 0.1)
     assert "largest difference 0.1" in str(info.value) and "Hint" not in str(info.value)
+
+
+def test_a_failure_shows_input_expected_returned_and_how_to_rerun(capsys):
+    def off(logits):
+        return check.entropy.reference(logits) + 0.1
+
+    with pytest.raises(check.CheckFailed) as info:
+        check.entropy(off)
+    message = str(info.value)
+    assert "input:    (tensor[" in message and "expected: tensor[" in message and "returned: tensor[" in message
+    assert "re-run this case: check.entropy.run_case(1, entropy)" in message
+    with pytest.raises(check.CheckFailed, match="case 1/"):
+        check.entropy.run_case(1, off)
+
+    def right(logits):
+        return check.entropy.reference(logits)
+
+    out = check.entropy.run_case(2, right)
+    assert torch.is_tensor(out) and "agrees with the reference" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="case number between 1 and"):
+        check.entropy.run_case(99, right)
 
 
 def test_wrong_shape_is_named():

@@ -11,8 +11,11 @@ reference implementation:
 * a case disagrees → it raises :class:`CheckFailed` with a hint. Hints come from *known mistakes*:
   each check carries small wrong implementations (a missing minus sign, log base 2, the wrong axis …);
   when the student's output matches one of them, the hint names that mistake;
-* the function still raises ``NotImplementedError`` (the exercise is not done yet) → it says so and
-  returns the reference implementation, so the rest of the notebook runs.
+* the function still raises ``NotImplementedError`` (the exercise is not done yet) → it says so (``⧗``) and
+  returns the reference implementation, marked as such, so the rest of the notebook runs; checking that
+  reference again says "still the reference implementation", never ``✓``;
+* a failure shows the case's input, the expected and the returned values (abbreviated) and the one line that
+  re-runs that case, e.g. ``check.entropy.run_case(3, entropy)``.
 
 Adding a check for a new exercise means writing its reference, its cases and its known mistakes, and
 one test that the check passes the reference and catches every known mistake (``tests/test_check.py`` finds every check by itself).
