@@ -1,4 +1,4 @@
-"""Command line: ``python -m labkit download | info | lab | browser``.
+"""Command line: ``python -m labkit download | info | lab | grade | browser``.
 
 The maintainer commands (stamping notebooks, generating student versions) are ``python -m tools …``.
 """
@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="print the environment line and the cache status")
     lab = sub.add_parser("lab", help="open JupyterLab on a notebook (default: notebook 00)")
     lab.add_argument("notebook", nargs="?", default="notebooks/00_start_here.ipynb")
+    g = sub.add_parser("grade", help="run submitted student notebooks offline and grade their exercises")
+    g.add_argument("submissions", nargs="+", help="submitted notebooks, or folders of them (one folder per student)")
+    g.add_argument("--out", default="grades", help="where the reports and grades.csv go (default: grades/)")
+    g.add_argument("--cell-timeout", type=float, default=120, help="seconds a cell may run (default 120)")
+    g.add_argument("--notebook-timeout", type=float, default=900, help="seconds a notebook may run (default 900)")
     b = sub.add_parser("browser", help="make Chromium available for the real-browser test (apt-get where possible)")
     b.add_argument("--check", action="store_true", help="only say whether Chromium and playwright are there")
     args = parser.parse_args(argv)
@@ -33,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lab":
         return _lab(args.notebook)
+    if args.command == "grade":
+        from labkit import grading
+
+        results = grading.grade(args.submissions, out_dir=args.out, cell_timeout=args.cell_timeout,
+                                notebook_timeout=args.notebook_timeout)
+        print(f"{len(results)} submission(s) graded: reports and grades.csv in {args.out}/")
+        return 0
     if args.command == "browser":
         return _browser(check=args.check)
     if args.command == "info":

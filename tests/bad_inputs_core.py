@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bad_input import Bad
-from labkit import claims, datasets, runtime, stats, threads, viz
+from labkit import claims, datasets, grading, runtime, stats, threads, viz
 from labkit.lm import hooks, install, interventions as I, load
 from labkit.lm.model import LanguageModel, left_padded_positions
 
@@ -200,4 +200,12 @@ CASES = [
     Bad("labkit.viz.per_layer", "a 2-D array", lambda: viz.per_layer([[1.0, 2.0]], "t", "y"), ValueError, "1-D"),
     Bad("labkit.viz.heatmap", "labels that do not fit", lambda: viz.heatmap([[1.0, 2.0]], ["a", "b"], ["x", "y"], "t", "c"),
         ValueError, "row_labels"),
+    # ---------------------------------------------------------------- labkit.grading
+    Bad("labkit.grading.ExerciseResult", "an unknown status", lambda: grading.ExerciseResult("e", "ok", 1, 1), ValueError,
+        "status must be"),
+    Bad("labkit.grading.SubmissionResult", "no student name", lambda: grading.SubmissionResult("", "p", "n"), ValueError,
+        "student must be a non-empty name"),
+    Bad("labkit.grading.grade_notebook", "a negative time limit", lambda: grading.grade_notebook("x.ipynb", notebook_timeout=-1),
+        ValueError, "notebook_timeout must be a positive number"),
+    Bad("labkit.grading.grade", "no submissions", lambda: grading.grade([], progress=False), ValueError, "no submissions given"),
 ]
