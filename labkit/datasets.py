@@ -54,7 +54,9 @@ CORPUS_FIELDS = ("id", "genre", "topic", "subject", "prompt", "seed", "batch", "
 REBUILD_COMMAND = "python -m tools.build_corpus"
 _RESTORE_HINT = (
     "Restore it by reinstalling labkit (from the repository: `git checkout labkit/data/corpus.jsonl.gz` and "
-    "`pip install -e .`; otherwise `pip install --force-reinstall labkit`), or rebuild it with "
+    "`pip install -e .`; otherwise reinstall the course's package from its repository, e.g. "
+    "`pip install --force-reinstall \"trustworthy-dl-labkit @ git+https://github.com/trustworthy-dl/lab-notebooks\"`"
+    " — not PyPI's unrelated `labkit`), or rebuild it with "
     f"`{REBUILD_COMMAND}` (about 20 minutes on a laptop CPU; the text can differ on other hardware)."
 )
 

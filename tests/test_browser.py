@@ -1,9 +1,12 @@
-"""A real-browser run: JupyterLab on localhost, notebook 00 opened in headless Chromium, "Run all".
+"""A real-browser run: JupyterLab on localhost, the student version of notebook 00 opened in headless Chromium,
+"Run all".
 
 What a student does first, done by a browser: start JupyterLab (a free port, a token, the repository root
-as its root folder), open notebook 00, run every cell, and check that no cell shows an error and that
-the ipywidgets progress bars of ``tqdm.auto`` render as widgets (not as "Error displaying widget" or plain
-text). A screenshot lands in ``tests/artifacts/browser_00_start_here.png``.
+as its root folder), open the exercises version of notebook 00 (what the README's first command opens), run
+every cell, and check that no cell shows an error, that the page shows the student title and the ``⧗`` line of
+the unfinished exercise's check, and that the ipywidgets progress bars of ``tqdm.auto`` render as widgets
+(not as "Error displaying widget" or plain text). A screenshot lands in
+``tests/artifacts/browser_00_start_here.png``.
 
 The notebook runs from a copy in ``tests/artifacts/`` (git-ignored), so the repository's notebook is never
 modified; the test checks that too.
@@ -30,7 +33,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "00_start_here.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "exercises" / "00_start_here.ipynb"  # the student version: what students open
 ARTIFACTS = ROOT / "tests" / "artifacts"
 RUN_TIMEOUT_S = int(os.environ.get("LABKIT_BROWSER_TIMEOUT", 900))  # notebook 00: ~20 s alone on 2 cores
 
@@ -205,6 +208,10 @@ def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
             page.wait_for_timeout(500)
             assert bar.is_visible(), "the tqdm progress-bar widget is not visible"
             assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
+            assert page.locator("h1:has-text('exercises (student version)')").count() >= 1, "no student title shown"
+            waiting = page.locator(".jp-OutputArea-output:has-text('⧗')")
+            assert waiting.count() >= 1, "the unfinished exercise's check did not print its ⧗ line"
+            assert "not done yet" in waiting.first.inner_text()
             label = " ".join(page.locator(".jp-OutputArea-output .widget-hbox").first.inner_text()
                              .replace("\u2007", " ").split())  # tqdm pads with figure spaces
             assert "ablating MLPs" in label and "30/30" in label, f"unexpected progress-bar text: {label!r}"
@@ -214,3 +221,4 @@ def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
             browser.close()
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert _sha(NOTEBOOK) == before, "the repository's notebook 00 was modified"
+

@@ -42,3 +42,25 @@ def test_binder_uses_cpu_torch_and_downloads_models():
     req = (ROOT / "binder" / "requirements.txt").read_text()
     assert "download.pytorch.org/whl/cpu" in req and "-r ../requirements.txt" in req
     assert "python -m labkit download" in (ROOT / "binder" / "postBuild").read_text()
+
+
+def test_the_readme_start_command_opens_the_student_version_of_notebook_00(monkeypatch):
+    import subprocess
+
+    from labkit.__main__ import main
+
+    start = _readme_commands()[0]
+    assert start.rstrip().endswith("-m labkit lab"), "the first command must end by opening the course"
+    seen = {}
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(subprocess, "call", lambda command, env=None: seen.setdefault("command", command) and 0)
+    main(["lab"])
+    assert "notebooks/exercises/00_start_here.ipynb" in seen["command"]
+
+
+def test_python_range_and_distribution_name():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.11"' in text, "requirements.txt pins need Python 3.11+ (tools/check_pins.py)"
+    assert 'name = "trustworthy-dl-labkit"' in text, "PyPI's `labkit` is an unrelated project"
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install labkit" not in readme

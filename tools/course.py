@@ -14,6 +14,8 @@ from labkit import __version__
 
 #: GitHub ``owner/name`` of the course repository.
 REPOSITORY = "trustworthy-dl/lab-notebooks"
+#: The pip distribution name of labkit (PyPI's "labkit" is an unrelated project: never `pip install labkit`).
+DISTRIBUTION = "trustworthy-dl-labkit"
 #: The git ref that links and the Colab install point to: the release tag of this labkit version.
 REF = f"v{__version__}"
 
@@ -88,7 +90,7 @@ def binder_url(path: str) -> str:
 
 def install_spec() -> str:
     """The pip requirement that installs this exact labkit release on Colab."""
-    return f"labkit @ git+https://github.com/{REPOSITORY}@{REF}"
+    return f"{DISTRIBUTION} @ git+https://github.com/{REPOSITORY}@{REF}"
 
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"

@@ -35,9 +35,19 @@ MODULES_START, MODULES_END = "<!-- modules:start -->", "<!-- modules:end -->"
 #: labkit's shared core: every other module a notebook imports is a topic module.
 CORE_MODULES = {"runtime", "lm", "datasets", "stats", "check", "viz"}
 STUDENT_NOTE = (
-    "> **Student version.** Solutions are removed: fill in each cell that raises `NotImplementedError`, then run "
-    "the check below it. Until you do, the check uses the reference implementation so the rest of the notebook "
-    "still runs. Generated from `../{filename}` by `python -m tools exercises`; do not edit by hand."
+    "> **Student version — exercises.** Solutions are removed: fill in each cell that raises "
+    "`NotImplementedError`, then run the check below it (`⧗` = not done yet: the check lends you the reference "
+    "implementation so the rest of the notebook runs; `✓` = your function agrees with it; `✗` = it does not, "
+    "with the case, the expected and returned values, a hint and the line that re-runs that case).\n>\n"
+    "> **Getting help.** Read the hints the exercise unfolds, re-run a failing case with "
+    "`check.<name>.run_case(i, <name>)`, ask in your course's forum or open an issue at "
+    "https://github.com/{repository}/issues. The solutions are in the complete notebook, "
+    "[`../{filename}`](../{filename}) — try first.\n>\n"
+    "> Generated from `../{filename}` by `python -m tools exercises`; do not edit by hand."
+)
+COMPLETE_NOTE = (
+    "> **Complete version — with solutions** (the instructor's copy). Students start from the exercises: "
+    "[`exercises/{filename}`](exercises/{filename})."
 )
 
 SETUP_TEMPLATE = '''\
@@ -109,9 +119,12 @@ def runtime_line(number: str, results: dict) -> str:
 
 def title_source(nb: course.Notebook, student: bool, results: dict) -> str:
     path = f"notebooks/{'exercises/' if student else ''}{nb.filename}"
-    lines = [f"# {nb.number} · {nb.title}", "", course.badges(path), "", runtime_line(nb.number, results)]
+    version = "exercises (student version)" if student else "complete, with solutions"
+    lines = [f"# {nb.number} · {nb.title} — {version}", "", course.badges(path), "", runtime_line(nb.number, results)]
     if student:
-        lines += ["", STUDENT_NOTE.format(filename=nb.filename)]
+        lines += ["", STUDENT_NOTE.format(filename=nb.filename, repository=course.REPOSITORY)]
+    else:
+        lines += ["", COMPLETE_NOTE.format(filename=nb.filename)]
     return "\n".join(lines)
 
 
@@ -122,21 +135,23 @@ def setup_source() -> str:
 def course_map_markdown(results: dict, root: Path | None = None, links: bool = True) -> str:
     """The course map as a Markdown table: one row per notebook, with measured runtime and memory."""
     root = root or repo_root()
-    header = "| # | Notebook | What it covers | CPU time | Peak memory | Open |\n|---|---|---|---|---|---|"
+    header = ("| # | Notebook (exercises) | What it covers | CPU time | Peak memory | Open the exercises | Solutions |\n"
+              "|---|---|---|---|---|---|---|")
     rows, total = [], 0.0
     for nb in course.NOTEBOOKS:
         exists = (root / "notebooks" / nb.filename).exists()
         r = results.get(nb.number)
-        name = f"[{nb.title}](notebooks/{nb.filename})" if (exists and links) else nb.title
+        name = f"[{nb.title}](notebooks/exercises/{nb.filename})" if (exists and links) else nb.title
         if not exists:
-            rows.append(f"| {nb.number} | {name} | {nb.topic} | — | — | not written yet |")
+            rows.append(f"| {nb.number} | {name} | {nb.topic} | — | — | not written yet | — |")
             continue
         time_cell = format_duration(r["wall_s"]) if r else "not measured"
         mem_cell = f"{r['peak_mb'] / 1024:.2f} GB" if r else "not measured"
         total += r["wall_s"] if r else 0.0
-        path = f"notebooks/{nb.filename}"
-        open_cell = f"[Colab]({course.colab_url(path)}) · [Binder]({course.binder_url(path)})"
-        rows.append(f"| {nb.number} | {name} | {nb.topic} | {time_cell} | {mem_cell} | {open_cell} |")
+        student, complete = f"notebooks/exercises/{nb.filename}", f"notebooks/{nb.filename}"
+        open_cell = f"[Colab]({course.colab_url(student)}) · [Binder]({course.binder_url(student)})"
+        solutions = f"[notebook]({complete}) · [Colab]({course.colab_url(complete)})"
+        rows.append(f"| {nb.number} | {name} | {nb.topic} | {time_cell} | {mem_cell} | {open_cell} | {solutions} |")
     footer = f"\n\nTotal measured CPU time: {format_duration(total)}." if total else ""
     return header + "\n" + "\n".join(rows) + footer
 
