@@ -107,3 +107,14 @@ def test_student_function_cannot_corrupt_the_reference_inputs():
         return out
 
     check.entropy(in_place)
+
+
+def test_strict_mode_fails_an_unfinished_exercise_for_nbgrader(monkeypatch):
+    def todo(logits):
+        raise NotImplementedError()
+
+    monkeypatch.setenv("LABKIT_STRICT_CHECKS", "1")
+    with pytest.raises(check.CheckFailed, match="not done"):
+        check.entropy(todo)
+    with pytest.raises(check.CheckFailed, match="still the reference"):
+        check.entropy(check.entropy.reference)

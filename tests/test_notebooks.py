@@ -221,3 +221,40 @@ def test_exercise_table_finds_each_exercise_with_its_heading_and_check():
                                           ("Exercise · entropy", "entropy")]
     table = notebooks.exercises_markdown(ROOT)
     assert "`check.entropy`" in table
+
+
+# --------------------------------------------------------------------------------------------------
+# Teaching metadata: levels, nbgrader, lab times, slides
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_exercises_carry_level_time_and_nbgrader_points(path):
+    nb = nbformat.read(path, as_version=4)
+    solutions = [c for c in nb.cells if c.cell_type == "code" and notebooks.BEGIN in c.source]
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert len(graded) == len(solutions) >= 1
+    for cell in solutions:
+        meta = cell.metadata["nbgrader"]
+        assert meta["solution"] and not meta["grade"] and meta["grade_id"].endswith("_solution")
+    for cell in graded:
+        name = cell.metadata["nbgrader"]["grade_id"].removesuffix("_check")
+        assert f"check.{name}(" in cell.source and cell.metadata["nbgrader"]["points"] == course.EXERCISE_LEVELS[name][0]
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                if re.match(r"### (Exercise \d+|Warm-up exercise) · ", line)]
+    assert headings and all(re.search(r"\(difficulty [123]/3 · about \d+ min\)$", h) for h in headings), headings
+    assert re.search(r"\*\*Lab time:\*\* about ", nb.cells[0].source)
+    sections = [c for c in nb.cells if c.cell_type == "markdown" and re.match(r"## \d+ · ", c.source)]
+    assert sections and all("*Lab time: about " in c.source for c in sections)
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_every_notebook_builds_a_slide_deck(path):
+    from nbconvert import SlidesExporter
+
+    nb = nbformat.read(path, as_version=4)
+    body, _ = SlidesExporter().from_notebook_node(nb)
+    n_sections = sum(1 for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## "))
+    slides = body.count("<section")
+    assert slides >= n_sections + 1, f"{path.name}: {slides} slides for {n_sections} sections"
+    setup = next(c for c in nb.cells if notebooks.SETUP_TAG in c.metadata.get("tags", []))
+    assert setup.metadata["slideshow"]["slide_type"] == "skip"

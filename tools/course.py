@@ -99,3 +99,27 @@ BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 
 def badges(path: str) -> str:
     return f"[![Open in Colab]({COLAB_BADGE})]({colab_url(path)}) [![Launch on Binder]({BINDER_BADGE})]({binder_url(path)})"
+
+
+#: Every exercise, by the name of its check: (difficulty 1–3, minutes a student needs). Difficulty 1 applies a
+#: formula the notebook gives; 2 turns a described method into code of a few lines; 3 is an algorithm with
+#: choices to make (a loop, a search, a solver). The difficulty is also the exercise's nbgrader points.
+EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
+    "entropy": (1, 10),
+    "deletion_auc": (2, 20), "mus_predict": (2, 15), "certified_radius": (1, 10),
+    "step_bounds": (2, 20), "greedy_edits": (3, 35),
+    "intervene": (1, 10), "conceptual_sensitivity": (2, 20),
+    "conjugate_gradient": (3, 35), "lds": (1, 15),
+    "leave_one_out": (2, 15), "probe_scores": (3, 30), "ece": (2, 20),
+    "reading_vector": (2, 20), "add_steering": (1, 10),
+    "sae_loss": (1, 10), "attribution_estimate": (1, 10),
+    "total_effect": (1, 10), "natural_indirect_effect": (1, 5), "set_neurons": (2, 20),
+    "weat_effect_size": (2, 15), "weat_p_value": (2, 25), "position_bias": (1, 10),
+    "aggregate_stances": (1, 15), "fit_bradley_terry": (3, 35),
+    "bt_loss": (1, 10), "kl_regularised_policy": (1, 10),
+    "dpo_loss": (1, 10), "sequence_logprobs": (2, 15),
+    "e_step": (1, 10), "maxmin_grid": (2, 20), "js_distance": (2, 15),
+    "build_prompt": (2, 15), "group_consensus": (2, 15),
+    "missing_values": (1, 10), "near_duplicate_pairs": (2, 15),
+}
+

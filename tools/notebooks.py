@@ -174,13 +174,22 @@ def exercises_in(notebook) -> list[tuple[str, str]]:
 
 
 def exercises_markdown(root: Path | None = None) -> str:
-    """The README's table of every exercise: notebook, topic (the heading above it) and its check."""
+    """The README's table of every exercise: notebook, topic (the heading above it), difficulty, time and its
+    check, with each notebook's total time."""
     root = root or repo_root()
-    rows = ["| notebook | exercise | check |", "|---|---|---|"]
+    rows = ["| notebook | exercise | difficulty | time | check |", "|---|---|---|---|---|"]
+    grand = 0
     for path in complete_notebooks(root):
         entry = _catalogue_entry(path)
+        total = 0
         for heading, name in exercises_in(nbformat.read(path, as_version=4)):
-            rows.append(f"| {entry.number} · {entry.title} | {heading} | `check.{name}` |")
+            level, minutes = course.EXERCISE_LEVELS.get(name, (0, 0))
+            total += minutes
+            rows.append(f"| {entry.number} · {entry.title} | {LEVEL_SUFFIX.sub('', heading)} | "
+                        f"{'●' * level}{'○' * (3 - level)} {level}/3 | {minutes} min | `check.{name}` |")
+        rows.append(f"| {entry.number} · total | | | **{format_minutes(total)}** | |")
+        grand += total
+    rows.append(f"| **all notebooks** | | | **{format_minutes(grand)}** | |")
     return "\n".join(rows)
 
 
@@ -260,7 +269,132 @@ def stamp(notebook, entry: course.Notebook, student: bool, results: dict, root: 
     for cell in cells:
         if _tagged(cell, MAP_TAG):
             cell.source = "## Course map\n\n" + course_map_markdown(results, root, links=False)
+    _split_at_headings(nb)
+    exercise_minutes = _stamp_exercises(nb, entry)
+    section_minutes = _stamp_sections(nb)
+    _stamp_slides(nb)
+    total = sum(section_minutes)
+    cells[0].source += (f"\n\n**Lab time:** about {format_minutes(total)} for a student working through it "
+                        f"(exercises {format_minutes(sum(exercise_minutes.values()))}); each section says its own.")
     return nb
+
+
+# --------------------------------------------------------------------------------------------------
+# Teaching metadata: exercise levels and nbgrader, section times, slides
+
+LEVEL_SUFFIX = re.compile(r"\s*\(difficulty \d/3 · about \d+ min\)\s*$")
+EXERCISE_HEADING = re.compile(r"^### (Exercise \d+|Warm-up exercise) · .*$", re.M)
+LAB_TIME = re.compile(r"\n*^\*Lab time: about .*\*$", re.M)
+WORDS_PER_MINUTE = 130  # reading (and explaining) prose
+MINUTES_PER_CODE_CELL = 1.5  # reading, running and looking at the output of one code cell
+
+
+def format_minutes(minutes: float) -> str:
+    minutes = int(round(minutes))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _split_at_headings(nb) -> None:
+    """Give every ``##``/``###`` heading its own markdown cell start: a cell with prose before a heading (a "what to
+    notice" paragraph followed by the next section) is split in two, so sections and slides begin at headings."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or _tagged(cell, TITLE_TAG) or _tagged(cell, MAP_TAG):
+            out.append(cell)
+            continue
+        lines = cell.source.split("\n")
+        cuts = [i for i, line in enumerate(lines) if i > 0 and re.match(r"#{2,3} ", line)]
+        start = 0
+        for cut in cuts + [len(lines)]:
+            part = "\n".join(lines[start:cut]).strip("\n")
+            if part:
+                new = nbformat.v4.new_markdown_cell(part) if out and start > 0 else None
+                if new is None:
+                    cell.source = part
+                    out.append(cell)
+                else:
+                    out.append(new)
+            start = cut
+    nb.cells = out
+
+
+def _check_name(cells, i: int, filename: str) -> str:
+    later = [c for c in cells[i + 1 :] if c.cell_type == "code"]
+    match = re.search(r"\bcheck\.(\w+)\(", later[0].source) if later else None
+    if not match:
+        raise NotebookError(f"{filename}, cell {i}: an exercise must be followed by its check cell")
+    return match.group(1)
+
+
+def _stamp_exercises(nb, entry: course.Notebook) -> dict[str, int]:
+    """Difficulty and time on each exercise heading; nbgrader metadata on solution and check cells (points =
+    difficulty). Returns ``{check name: minutes}``."""
+    cells, minutes = nb.cells, {}
+    for cell in cells:
+        cell.metadata.pop("nbgrader", None)
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or BEGIN not in cell.source:
+            continue
+        name = _check_name(cells, i, entry.filename)
+        if name not in course.EXERCISE_LEVELS:
+            raise NotebookError(f"{entry.filename}: exercise {name!r} has no level: add (difficulty, minutes) to "
+                                f"tools/course.py EXERCISE_LEVELS")
+        level, time = course.EXERCISE_LEVELS[name]
+        minutes[name] = time
+        heading = next((c for c in reversed(cells[:i]) if c.cell_type == "markdown" and EXERCISE_HEADING.search(c.source)),
+                       None)
+        if heading is None:
+            raise NotebookError(f"{entry.filename}, cell {i}: no '### Exercise N · …' heading above the exercise")
+        heading.source = EXERCISE_HEADING.sub(
+            lambda m: LEVEL_SUFFIX.sub("", m.group(0)) + f" (difficulty {level}/3 · about {time} min)",
+            heading.source, count=1)
+        check = next(c for c in cells[i + 1 :] if c.cell_type == "code")
+        cell.metadata["nbgrader"] = {"grade": False, "grade_id": f"{name}_solution", "locked": False,
+                                     "schema_version": 3, "solution": True, "task": False}
+        check.metadata["nbgrader"] = {"grade": True, "grade_id": f"{name}_check", "locked": True, "points": level,
+                                      "schema_version": 3, "solution": False, "task": False}
+    return minutes
+
+
+def _stamp_sections(nb) -> list[float]:
+    """A "Lab time" line under each numbered section's heading: prose at WORDS_PER_MINUTE, MINUTES_PER_CODE_CELL
+    per code cell, plus the exercises' minutes. Returns each section's minutes."""
+    cells = nb.cells
+    starts = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and re.match(r"## \d+ · ", c.source)]
+    out = []
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(cells)
+        if k + 1 == len(starts):  # the last section ends where the summary begins
+            end = next((j for j in range(start + 1, len(cells)) if cells[j].cell_type == "markdown"
+                        and cells[j].source.startswith("## ")), len(cells))
+        words = sum(len(LAB_TIME.sub("", c.source).split()) for c in cells[start:end] if c.cell_type == "markdown")
+        code = sum(1 for c in cells[start:end] if c.cell_type == "code" and c.source.strip())
+        exercises = sum(course.EXERCISE_LEVELS[_check_name(cells, j, "")][1]
+                        for j in range(start, end) if cells[j].cell_type == "code" and BEGIN in cells[j].source)
+        reading = words / WORDS_PER_MINUTE + code * MINUTES_PER_CODE_CELL
+        total = max(5, 5 * round((reading + exercises) / 5))
+        out.append(total)
+        detail = f"reading and running {format_minutes(max(1, reading))}" + (
+            f", exercises {format_minutes(exercises)}" if exercises else "")
+        head, _, rest = LAB_TIME.sub("", cells[start].source).partition("\n")
+        cells[start].source = f"{head}\n\n*Lab time: about {format_minutes(total)} ({detail}).*" + (
+            f"\n{rest}" if rest.strip() else "")
+    return out
+
+
+def _stamp_slides(nb) -> None:
+    """Slide-show metadata for ``jupyter nbconvert --to slides``: the title and each numbered section open a slide,
+    each ``###`` heading a sub-slide; the setup cell is skipped; everything else continues the current slide."""
+    for i, cell in enumerate(nb.cells):
+        if i == 0 or (cell.cell_type == "markdown" and cell.source.startswith("## ")):
+            kind = "slide"
+        elif _tagged(cell, SETUP_TAG):
+            kind = "skip"
+        elif cell.cell_type == "markdown" and cell.source.startswith("### "):
+            kind = "subslide"
+        else:
+            kind = "-"
+        cell.metadata["slideshow"] = {"slide_type": kind}
 
 
 def _dumps(nb) -> str:

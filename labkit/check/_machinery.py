@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+
+#: Set to 1 for grading with nbgrader: an unfinished exercise then fails its check cell (raises) instead of
+#: handing the reference back, because nbgrader counts a check cell that does not raise as passed.
+STRICT_ENV = "LABKIT_STRICT_CHECKS"
 
 
 class CheckFailed(AssertionError):
@@ -170,13 +176,19 @@ def run(ex: Exercise, student: Callable) -> Callable:
             f"check.{ex.name} takes your function itself, e.g. `{ex.name} = check.{ex.name}({ex.name})`, "
             f"not the result of calling it (got a {type(student).__name__})"
         )
+    strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
     if _is_reference(ex, student):
-        print(f"⧗ {ex.name}: still the reference implementation — write your own {ex.name}, then run this check again.")
+        message = f"⧗ {ex.name}: still the reference implementation — write your own {ex.name}, then run this check again."
+        if strict:
+            raise CheckFailed(message)
+        print(message)
         return student if getattr(student, "labkit_reference_for", None) == ex.name else _handed_back(ex)
     for i in range(1, len(ex.cases) + 1):
         try:
             _run_one(ex, student, i)
         except NotImplementedError:
+            if strict:
+                raise CheckFailed(f"⧗ {ex.name}: not done (the exercise still raises NotImplementedError)") from None
             print(
                 f"⧗ {ex.name}: not done yet — using the reference implementation so the rest of the notebook runs. "
                 "Come back to it!"
