@@ -118,3 +118,18 @@ def test_strict_mode_fails_an_unfinished_exercise_for_nbgrader(monkeypatch):
         check.entropy(todo)
     with pytest.raises(check.CheckFailed, match="still the reference"):
         check.entropy(check.entropy.reference)
+
+
+def test_yours_names_the_reference_while_it_is_lent():
+    def entropy(logits):
+        raise NotImplementedError()
+
+    lent = check.entropy(entropy)
+    assert check.yours(lent) == "the reference entropy (your exercise is not done yet)"
+
+    def entropy(logits):  # noqa: F811  (the student's own, written later)
+        return check.entropy.reference(logits)
+
+    assert check.yours(entropy) == "your entropy"
+    with pytest.raises(TypeError):
+        check.yours(3)

@@ -137,6 +137,18 @@ def _handed_back(ex: Exercise) -> Callable:
     return reference
 
 
+def yours(fn: Callable) -> str:
+    """How a notebook line should name an exercise's function: ``"your deletion_auc"``, or, while the check lends
+    the reference, ``"the reference deletion_auc (your exercise is not done yet)"`` — so no line claims a
+    student's result that is really labkit's."""
+    if not callable(fn):
+        raise TypeError(f"yours takes the exercise's function, got {type(fn).__name__}")
+    name = getattr(fn, "labkit_reference_for", None)
+    if name:
+        return f"the reference {name} (your exercise is not done yet)"
+    return f"your {getattr(fn, '__name__', 'function')}"
+
+
 def _is_reference(ex: Exercise, student: Callable) -> bool:
     return student is ex.reference or getattr(student, "labkit_reference_for", None) == ex.name
 
