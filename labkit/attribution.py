@@ -4,13 +4,16 @@
   only on known pixels (:func:`make_pixel_task`), a small CNN split into spatial features and a decision head
   (:class:`DigitsCNN`), a trainer (:func:`train_classifier`);
 * attributions through ``captum`` (:func:`attribute`: Saliency, Input×Gradient, Integrated Gradients,
-  Occlusion, Shapley value sampling, KernelSHAP);
+  Occlusion, Shapley value sampling, KernelSHAP, and the signed gradient that saliency takes the absolute value of);
 * evaluation: deletion and insertion curves and their AUC (:func:`deletion_curve`, :func:`curve_auc`),
-  compactness, captum's infidelity and sensitivity, the cascading model-parameter randomisation sanity check
-  (Adebayo et al. 2018), precision against planted relevant pixels;
+  compactness, captum's infidelity (normalised or raw) and sensitivity, the cascading model-parameter
+  randomisation sanity check (Adebayo et al. 2018), precision against planted relevant pixels;
 * certified stability by multiplicative smoothing (MuS, Xue, Alur & Wong 2023): derandomised masks
   (:func:`mus_masks`), the smoothed classifier (:class:`MuS`), the certified radius and an exhaustive check
   of the certificate over all supersets of an explanation (:func:`verify_certificate`).
+
+Every public function refuses bad input (wrong types and shapes, NaN/inf, out-of-range values) with an error
+naming the argument.
 """
 
 from __future__ import annotations
@@ -35,6 +38,75 @@ __all__ = [
     "verify_certificate", "mus_probs_loop",
 ]
 
+# ----------------------------------------------------------------------------------- argument checks
+# Every public function refuses bad input with an error that names the argument and what is expected.
+
+
+def _tensor(name: str, x, dims=None, min_dims: int | None = None, finite: bool = True,
+            floating: bool = True) -> torch.Tensor:
+    """``x`` itself if it is a non-empty tensor of the right kind, else a TypeError/ValueError naming ``name``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if dims is not None:
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if x.dim() not in dims:
+            raise ValueError(f"{name} must be {' or '.join(f'{d}-D' for d in dims)}, got shape {tuple(x.shape)}")
+    if min_dims is not None and x.dim() < min_dims:
+        raise ValueError(f"{name} must have at least {min_dims} dimensions (a batch axis first), got shape "
+                         f"{tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """A finite real number within [lo, hi] (open ends with ``lo_open``/``hi_open``), else a clear error."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}: {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
+                    + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]"))
+        raise ValueError(f"{name} must lie in {interval}, got {v:g}")
+    return v
+
+
+def _integer(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool or a float) within [lo, hi], else a clear error."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}: {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}],"
+                         f" got {v}")
+    return int(v)
+
+
+def _module(name: str, model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (the classifier), got {type(model).__name__}")
+    return model
+
+
+def _groups(groups) -> torch.Tensor:
+    """A ``[H, W]`` integer map of feature ids 0 … F−1, each id used (e.g. :func:`patch_groups`)."""
+    groups = _tensor("groups", groups, dims=2, floating=False)
+    if groups.dtype == torch.bool or groups.is_complex() or groups.is_floating_point():
+        raise TypeError(f"groups must be an integer tensor of feature ids, got dtype {groups.dtype}")
+    ids = groups.unique()
+    if ids.min() < 0 or len(ids) != int(ids.max()) + 1:
+        raise ValueError(f"groups must number the features 0 … F−1 with every id used, got ids {ids.tolist()[:20]}")
+    return groups.long()
+
+
 # ----------------------------------------------------------------------------------------------- data
 
 
@@ -46,8 +118,8 @@ def load_digits(test_size: float = 0.25, seed: int = 0, device=None) -> dict[str
     from sklearn.datasets import load_digits as _load
     from sklearn.model_selection import train_test_split
 
-    if not 0 < test_size < 1:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+    test_size = _number("test_size", test_size, lo=0, hi=1, lo_open=True, hi_open=True)
+    seed = _integer("seed", seed)
     d = _load()
     X = d.images.astype(np.float32) / 16.0
     Xtr, Xte, ytr, yte = train_test_split(X, d.target, test_size=test_size, random_state=seed, stratify=d.target)
@@ -70,9 +142,10 @@ def make_pixel_task(n: int = 2000, seed: int = 0, size: int = 8, device=None):
 
     Returns ``(X [n, 1, size, size], y [n], relevant [size, size] bool)``.
     """
+    n, size = _integer("n", n), _integer("size", size)
     if n < 1 or size < 7:
         raise ValueError(f"need n ≥ 1 and size ≥ 7 (the planted pixels lie inside 7×7), got n={n}, size={size}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     X = torch.rand(n, 1, size, size, generator=g)
     pos = sum(X[:, 0, i, j] for i, j in POSITIVE)
     neg = sum(X[:, 0, i, j] for i, j in NEGATIVE)
@@ -93,6 +166,7 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, n_classes: int = 10, width: int = 32):
         super().__init__()
+        n_classes, width = _integer("n_classes", n_classes, lo=2), _integer("width", width, lo=1)
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
         self.conv2 = nn.Conv2d(16, width, 3, padding=1)
         self.head = nn.Linear(width * 16, n_classes)
@@ -100,10 +174,16 @@ class DigitsCNN(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """f(x): ``[B, 1, 8, 8] → [B, width, 4, 4]``."""
+        x = _tensor("x", x, dims=4)
+        if x.shape[1:] != (1, 8, 8):
+            raise ValueError(f"x must be a batch of 8×8 grey images [B, 1, 8, 8], got shape {tuple(x.shape)}")
         return F.avg_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
 
     def decide(self, feats: torch.Tensor) -> torch.Tensor:
         """g(f): ``[B, width, 4, 4] → logits [B, classes]``."""
+        feats = _tensor("feats", feats, dims=4)
+        if feats.shape[1:] != (self.width, 4, 4):
+            raise ValueError(f"feats must be feature grids [B, {self.width}, 4, 4] (from .features), got {tuple(feats.shape)}")
         return self.head(feats.flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +195,8 @@ class PixelMLP(nn.Module):
 
     def __init__(self, n_pixels: int = 64, hidden: int = 64, n_classes: int = 2):
         super().__init__()
+        n_pixels, hidden = _integer("n_pixels", n_pixels, lo=1), _integer("hidden", hidden, lo=1)
+        n_classes = _integer("n_classes", n_classes, lo=2)
         self.fc1 = nn.Linear(n_pixels, hidden)
         self.fc2 = nn.Linear(hidden, n_classes)
 
@@ -132,12 +214,24 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
     be accurate on such masked inputs, since the smoothed f averages h over them.
     """
     dev = get_device(device)
+    _module("model", model)
+    X = _tensor("X", X, min_dims=2)
+    y = _tensor("y", y, dims=1, floating=False)
+    if y.dtype == torch.bool or y.is_complex() or y.is_floating_point() or (y < 0).any():
+        raise ValueError(f"y must hold class indices 0, 1, … (an integer tensor), got dtype {y.dtype}")
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}")
+    epochs, batch_size = _integer("epochs", epochs, lo=0), _integer("batch_size", batch_size, lo=1)
+    lr = _number("lr", lr, lo=0, lo_open=True)
+    weight_decay = _number("weight_decay", weight_decay, lo=0)
+    seed = _integer("seed", seed)
     if keep_prob is not None:
         _check_lambda(keep_prob)
         if groups is None:
             raise ValueError("keep_prob needs `groups` (e.g. patch_groups(8, 2)) to know which pixels form a feature")
+        groups = _groups(groups)
+        if groups.shape != X.shape[-2:]:
+            raise ValueError(f"groups {tuple(groups.shape)} must match the image size {tuple(X.shape[-2:])}")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = model.to(dev).train()
@@ -163,18 +257,27 @@ def train_classifier(model: nn.Module, X: torch.Tensor, y: torch.Tensor, epochs:
 @torch.no_grad()
 def predict_proba(model: nn.Module, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """softmax(model(X)) in batches, on the model's device; returns probabilities ``[N, classes]``."""
+    _module("model", model)
+    X = _tensor("X", X, min_dims=2)
+    batch_size = _integer("batch_size", batch_size, lo=1)
     dev = next(model.parameters()).device
     return torch.cat([torch.softmax(model(X[i:i + batch_size].to(dev)), -1) for i in range(0, len(X), batch_size)])
 
 
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of rows where argmax model(X) equals y."""
+    X = _tensor("X", X, min_dims=2)
+    y = _tensor("y", y, dims=1, floating=False)
+    if y.shape[0] != len(X):
+        raise ValueError(f"y must hold one label per row of X ({len(X)}), got {y.shape[0]}")
     return (predict_proba(model, X).argmax(-1).cpu() == y.cpu()).float().mean().item()
 
 
 # ------------------------------------------------------------------------------------------ attribution
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "shapley_sampling", "kernel_shap")
+#: Methods :func:`attribute` accepts beyond :data:`METHODS`: ``"gradient"`` is saliency without the absolute value.
+EXTRA_METHODS = ("gradient",)
 
 
 def _n_outputs(model: nn.Module, inputs: torch.Tensor) -> int:
@@ -183,11 +286,16 @@ def _n_outputs(model: nn.Module, inputs: torch.Tensor) -> int:
 
 
 def _check_target(model: nn.Module, inputs: torch.Tensor, target) -> torch.Tensor:
+    _module("model", model)
     if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
         raise TypeError("inputs must be a floating-point tensor with a batch axis first, e.g. [B, 1, 8, 8]")
+    _tensor("inputs", inputs)  # non-empty, no NaN or inf: an attribution of a NaN input is meaningless
     n_out = _n_outputs(model, inputs)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer, torch.Tensor, list, tuple, np.ndarray)):
+        raise TypeError(f"target must hold integer class indices (one, or one per input), got "
+                        f"{type(target).__name__}: {target!r}")
     t = torch.as_tensor(target, device=inputs.device)
-    if t.is_floating_point():
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"target must hold integer class indices, got {t.dtype}")
     if t.dim() == 0:
         t = t.expand(inputs.shape[0])
@@ -204,7 +312,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target, method: str, basel
               window: Sequence[int] = (1, 2, 2), seed: int = 0, device=None) -> torch.Tensor:
     """Attribution maps (same shape as ``inputs``) for the logit of class ``target``, computed by ``captum``.
 
-    * ``saliency``:  |∂f_t/∂x| (Simonyan et al. 2014);
+    * ``saliency``:  |∂f_t/∂x| (Simonyan et al. 2014; captum's default ``abs=True``);
+    * ``gradient``:  ∂f_t/∂x, the signed gradient (saliency without the absolute value: it says whether raising a
+      pixel raises or lowers the logit, which a first-order model of f needs);
     * ``input_x_gradient``:  x ⊙ ∂f_t/∂x (Shrikumar et al. 2016);
     * ``integrated_gradients``:  (x − x̄) ⊙ ∫₀¹ ∂f_t(x̄ + a(x − x̄))/∂x da, ``n_steps`` Gauss-Legendre points
       (Sundararajan et al. 2017); the attributions sum to f_t(x) − f_t(x̄) (completeness);
@@ -215,22 +325,40 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target, method: str, basel
     * ``kernel_shap``:  KernelSHAP's weighted linear regression on ``n_samples`` coalitions (Lundberg & Lee 2017).
 
     ``target``: one class index or one per input. The baseline x̄ (default 0, black) is what "absent" means.
+    Inputs and baselines with NaN or inf are refused (their attributions would be meaningless).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method not in METHODS + EXTRA_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS + EXTRA_METHODS}")
     from captum import attr as ca
 
     dev = get_device(device)
+    _module("model", model)
     model = model.to(dev).eval()
+    target = _check_target(model, inputs.to(dev) if isinstance(inputs, torch.Tensor) else inputs, target)
     inputs = inputs.to(dev)
-    target = _check_target(model, inputs, target)
     if isinstance(baseline, torch.Tensor):
+        baseline = _tensor("baseline", baseline)
+        try:
+            torch.broadcast_shapes(baseline.shape, inputs.shape)
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to inputs "
+                             f"{tuple(inputs.shape)}") from None
         baseline = baseline.to(dev)
-    torch.manual_seed(seed)
-    if method in ("saliency", "input_x_gradient", "integrated_gradients"):
+    else:
+        baseline = _number("baseline", baseline)
+    n_steps, n_samples = _integer("n_steps", n_steps, lo=1), _integer("n_samples", n_samples, lo=1)
+    if method == "occlusion":
+        if not isinstance(window, (tuple, list)) or len(window) != inputs.dim() - 1:
+            raise ValueError(f"window must give one size per input axis after the batch ({inputs.dim() - 1}), "
+                             f"e.g. (1, 2, 2), got {window!r}")
+        window = tuple(_integer(f"window[{i}]", w, lo=1, hi=inputs.shape[i + 1]) for i, w in enumerate(window))
+    torch.manual_seed(_integer("seed", seed))
+    if method in ("saliency", "gradient", "input_x_gradient", "integrated_gradients"):
         inputs = inputs.detach().clone().requires_grad_(True)
     if method == "saliency":
         out = ca.Saliency(model).attribute(inputs, target=target)
+    elif method == "gradient":
+        out = ca.Saliency(model).attribute(inputs, target=target, abs=False)
     elif method == "input_x_gradient":
         out = ca.InputXGradient(model).attribute(inputs, target=target)
     elif method == "integrated_gradients":
@@ -242,6 +370,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target, method: str, basel
     else:
         if feature_mask is None:
             feature_mask = torch.arange(inputs[0].numel(), device=dev).reshape(inputs.shape[1:])
+        feature_mask = _tensor("feature_mask", feature_mask, floating=False)
+        if feature_mask.dtype == torch.bool or feature_mask.is_complex() or (feature_mask < 0).any():
+            raise ValueError(f"feature_mask must hold non-negative integer feature ids, got dtype {feature_mask.dtype}")
         feature_mask = feature_mask.to(dev).long()
         if feature_mask.shape != inputs.shape[1:] and feature_mask.shape != inputs.shape[-feature_mask.dim():]:
             raise ValueError(f"feature_mask of shape {tuple(feature_mask.shape)} does not fit inputs {tuple(inputs.shape)}")
@@ -259,12 +390,14 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target, method: str, basel
 
 def random_attributions(like: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Uniform random scores shaped like ``like``: the ordering every real method must beat."""
-    g = torch.Generator().manual_seed(seed)
+    like = _tensor("like", like, finite=False)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     return torch.rand(like.shape, generator=g).to(like.device)
 
 
 def feature_order(attributions: torch.Tensor) -> torch.Tensor:
     """Per example, the flat feature indices sorted by attribution, most important first (stable on ties)."""
+    attributions = _tensor("attributions", attributions, min_dims=2)
     flat = attributions.flatten(1)
     return torch.sort(flat, dim=1, descending=True, stable=True).indices
 
@@ -282,6 +415,10 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, target, attributions:
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
+    attributions = _tensor("attributions", attributions, min_dims=2)
+    _tensor("inputs", inputs, min_dims=2)
+    baseline = _number("baseline", baseline)
+    batch_size = _integer("batch_size", batch_size, lo=1)
     if attributions.shape != inputs.shape:
         raise ValueError(f"attributions {tuple(attributions.shape)} must have the shape of inputs {tuple(inputs.shape)}")
     dev = get_device(device)
@@ -289,7 +426,7 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, target, attributions:
     inputs, attributions = inputs.to(dev), attributions.to(dev)
     target = _check_target(model, inputs, target)
     B, D = inputs.shape[0], inputs[0].numel()
-    n = D if n_steps is None else int(n_steps)
+    n = D if n_steps is None else _integer("n_steps", n_steps)
     if not 1 <= n <= D:
         raise ValueError(f"n_steps must be between 1 and the number of features {D}, got {n}")
     ks = torch.round(torch.linspace(0, D, n + 1, device=dev)).long()
@@ -307,7 +444,10 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, target, attributions:
 
 def curve_auc(curve: torch.Tensor) -> torch.Tensor:
     """Area under a curve sampled at n + 1 evenly spaced points of [0, 1] (trapezoid rule): Σ (c_i + c_{i+1}) / 2n."""
-    curve = torch.as_tensor(curve)
+    if not isinstance(curve, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"curve must be a tensor (or array) of curve values, got {type(curve).__name__}")
+    curve = _tensor("curve", torch.as_tensor(curve, dtype=torch.float64) if not isinstance(curve, torch.Tensor) else curve,
+                    min_dims=1)
     if curve.shape[-1] < 2:
         raise ValueError("a curve needs at least two points")
     n = curve.shape[-1] - 1
@@ -317,6 +457,8 @@ def curve_auc(curve: torch.Tensor) -> torch.Tensor:
 def compactness(insertion: torch.Tensor, fraction: float = 0.9) -> torch.Tensor:
     """How many inserted features (steps of the curve) are needed before p(target) first reaches
     ``fraction`` × its value on the full input. Returns one integer per curve."""
+    insertion = _tensor("insertion", insertion, min_dims=1)
+    fraction = _number("fraction", fraction, lo=0, hi=1, lo_open=True)
     target = fraction * insertion[..., -1:]
     reached = insertion >= target
     return reached.float().argmax(-1)
@@ -324,31 +466,57 @@ def compactness(insertion: torch.Tensor, fraction: float = 0.9) -> torch.Tensor:
 
 def precision_at_k(attributions: torch.Tensor, relevant: torch.Tensor, k: int | None = None) -> torch.Tensor:
     """Fraction of the top-k features by |attribution| that lie in the planted ``relevant`` set (k = its size)."""
+    attributions = _tensor("attributions", attributions, min_dims=2)
+    relevant = _tensor("relevant", relevant, floating=False)
+    if relevant.dtype != torch.bool:
+        raise TypeError(f"relevant must be a bool mask of the planted features, got dtype {relevant.dtype}")
+    if relevant.numel() != attributions[0].numel():
+        raise ValueError(f"relevant has {relevant.numel()} entries but each attribution map has "
+                         f"{attributions[0].numel()} features")
     rel = relevant.flatten().to(attributions.device)
-    k = int(rel.sum()) if k is None else k
+    if not rel.any():
+        raise ValueError("relevant marks no feature: precision against an empty ground truth is undefined")
+    k = int(rel.sum()) if k is None else _integer("k", k, lo=1, hi=rel.numel())
     top = feature_order(attributions.abs())[:, :k]
     return rel[top].float().mean(1)
 
 
 def infidelity_score(model: nn.Module, inputs: torch.Tensor, target, attributions: torch.Tensor,
-                     noise_std: float = 0.1, n_perturb: int = 32, seed: int = 0, device=None) -> torch.Tensor:
-    """captum's infidelity (Yeh et al. 2019): E_I[(Iᵀφ(x) − (f(x) − f(x − I)))²] for Gaussian perturbations
-    I ~ N(0, σ²), with the attribution rescaled by its best scalar fit (``normalize=True``), so methods whose
-    maps differ only in scale compare fairly. Lower is better. One value per input."""
+                     noise_std: float = 0.1, n_perturb: int = 32, seed: int = 0, normalize: bool = True,
+                     device=None) -> torch.Tensor:
+    """captum's infidelity (Yeh et al. 2019): INFD(φ) = E_I[(Iᵀφ(x) − (f(x) − f(x − I)))²] for Gaussian
+    perturbations I ~ N(0, σ²) (``noise_std`` σ), f the logit of ``target``. Lower is better. One value per input.
+
+    Two conventions, and the choice can decide a comparison:
+
+    * ``normalize=True`` (captum's option, the default here): φ is first rescaled by its best scalar fit
+      β* = E[Iᵀφ·Δf] / E[(Iᵀφ)²], i.e. INFD = E[(β*Iᵀφ − Δf)²], so maps that differ only in scale compare fairly;
+    * ``normalize=False`` (Yeh et al.'s definition): φ is used as given, so its *units* count too — a gradient
+      predicts Δf = Iᵀ∇f to first order, while a map such as |∇f| or x ⊙ ∇f is not in units of "change of f
+      per unit of input" and pays for it.
+    """
     from captum.metrics import infidelity
 
     dev = get_device(device)
+    _module("model", model)
     model = model.to(dev).eval()
-    inputs, attributions = inputs.to(dev), attributions.to(dev)
+    inputs = _tensor("inputs", inputs, min_dims=2).to(dev)
+    attributions = _tensor("attributions", attributions, min_dims=2).to(dev)
+    if attributions.shape != inputs.shape:
+        raise ValueError(f"attributions {tuple(attributions.shape)} must have the shape of inputs {tuple(inputs.shape)}")
     target = _check_target(model, inputs, target)
-    torch.manual_seed(seed)
+    noise_std = _number("noise_std", noise_std, lo=0, lo_open=True)
+    n_perturb = _integer("n_perturb", n_perturb, lo=1)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    torch.manual_seed(_integer("seed", seed))
 
     def perturb(x):
         noise = noise_std * torch.randn_like(x)
         return noise, x - noise
 
     return infidelity(model, perturb, inputs, attributions, target=target, n_perturb_samples=n_perturb,
-                      normalize=True).detach()
+                      normalize=normalize).detach()
 
 
 def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target, method: str, radius: float = 0.05,
@@ -358,10 +526,15 @@ def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target, method: st
     from captum.metrics import sensitivity_max
 
     dev = get_device(device)
+    _module("model", model)
+    if method not in METHODS + EXTRA_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS + EXTRA_METHODS}")
     model = model.to(dev).eval()
-    inputs = inputs.to(dev)
+    inputs = _tensor("inputs", inputs, min_dims=2).to(dev)
     target = _check_target(model, inputs, target)
-    torch.manual_seed(seed)
+    radius = _number("radius", radius, lo=0, lo_open=True)
+    n_perturb = _integer("n_perturb", n_perturb, lo=1)
+    torch.manual_seed(_integer("seed", seed))
 
     def explain(x, target):  # captum hands inputs over as a tuple
         single = x[0] if isinstance(x, tuple) else x
@@ -376,6 +549,10 @@ def sensitivity_score(model: nn.Module, inputs: torch.Tensor, target, method: st
 
 def randomize_layers(model: nn.Module, names: Sequence[str], seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` whose named submodules get fresh random weights (``reset_parameters``)."""
+    _module("model", model)
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a list of layer names (strings), e.g. ['head', 'conv2'], got {names!r}")
+    seed = _integer("seed", seed)
     new = copy.deepcopy(model)
     modules = dict(new.named_modules())
     torch.manual_seed(seed)
@@ -388,6 +565,12 @@ def randomize_layers(model: nn.Module, names: Sequence[str], seed: int = 0) -> n
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation between the flattened rows of ``a`` and ``b`` (one value per row)."""
+    a, b = _tensor("a", a, min_dims=2), _tensor("b", b, min_dims=2)
+    if a.shape[0] != b.shape[0] or a[0].numel() != b[0].numel():
+        raise ValueError(f"a and b must have the same number of rows and features, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a[0].numel() < 2:
+        raise ValueError("each row needs at least two features to rank")
+
     def ranks(x):
         x = x.flatten(1)
         r = torch.empty_like(x)
@@ -406,6 +589,14 @@ def cascading_randomization(model: nn.Module, layers_top_down: Sequence[str], in
     Returns ``{method: [stages + 1, B]}`` (stage 0 is the trained model, correlation 1). An explanation whose
     correlation stays high while the weights are destroyed does not explain the model.
     """
+    _module("model", model)
+    if isinstance(layers_top_down, str) or not isinstance(layers_top_down, (list, tuple)) or not layers_top_down:
+        raise TypeError(f"layers_top_down must be a non-empty list of layer names, got {layers_top_down!r}")
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
+        raise TypeError(f"methods must be a non-empty list of method names, e.g. ['saliency'], got {methods!r}")
+    for m in methods:
+        if m not in METHODS + EXTRA_METHODS:
+            raise ValueError(f"unknown method {m!r}; choose from {METHODS + EXTRA_METHODS}")
     out = {}
     originals = {m: attribute(model, inputs, target, m, device=device, **kwargs).abs() for m in methods}
     stages = [copy.deepcopy(model)] + [randomize_layers(model, layers_top_down[:i + 1], seed=seed)
@@ -422,6 +613,7 @@ def cascading_randomization(model: nn.Module, layers_top_down: Sequence[str], in
 
 def patch_groups(size: int = 8, patch: int = 2) -> torch.Tensor:
     """A ``[size, size]`` map of feature ids: non-overlapping ``patch``×``patch`` squares, numbered row by row."""
+    size, patch = _integer("size", size, lo=1), _integer("patch", patch, lo=1)
     if size % patch:
         raise ValueError(f"patch {patch} must divide the image size {size}")
     r = torch.arange(size) // patch
@@ -429,7 +621,7 @@ def patch_groups(size: int = 8, patch: int = 2) -> torch.Tensor:
 
 
 def _check_lambda(lam: float) -> None:
-    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not 0 < lam <= 1:
+    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not 0 < lam <= 1:  # (NaN fails 0 < lam)
         raise ValueError(f"λ must be a number in (0, 1] (the probability of keeping a feature), got {lam!r}")
 
 
@@ -442,18 +634,24 @@ def mus_masks(n_features: int, lam: float, q: int = 64, seed: int = 0) -> torch.
     P(s_j = 1 for some j where α, α′ differ) ≤ λ‖α − α′‖₁ makes f λ-Lipschitz in the mask without sampling error.
     """
     _check_lambda(lam)
-    if not isinstance(q, int) or q < 1:
+    n_features = _integer("n_features", n_features, lo=1)
+    if isinstance(q, bool) or not isinstance(q, int) or q < 1:
         raise ValueError(f"q must be a positive integer, got {q!r}")
     if abs(lam * q - round(lam * q)) > 1e-9:
         raise ValueError(f"λ·q must be an integer so each mask entry is exactly Bernoulli(λ); got λ={lam}, q={q}")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     u = torch.randint(0, q, (n_features,), generator=g)
     v = torch.arange(q)[:, None]
     return ((v + u[None, :]) % q) < round(lam * q)
 
 
 def _check_alpha(alpha: torch.Tensor, batch: int, n_features: int) -> torch.Tensor:
+    if not isinstance(alpha, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"mask α must be a 0/1 tensor, got {type(alpha).__name__}")
     alpha = torch.as_tensor(alpha)
+    if alpha.numel() and not ((alpha == 0) | (alpha == 1)).all():
+        raise ValueError("mask α must hold only 0s and 1s (feature hidden / shown); the MuS certificate is about "
+                         "binary masks")
     if alpha.dim() == 1:
         alpha = alpha.expand(batch, -1)
     if alpha.dim() != 2 or alpha.shape != (batch, n_features):
@@ -476,14 +674,17 @@ class MuS(nn.Module):
     def __init__(self, base: nn.Module, lam: float, groups: torch.Tensor, q: int = 64, seed: int = 0,
                  batch_size: int | None = None):
         super().__init__()
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer (masked copies per forward pass), got {batch_size!r}")
+        _module("base", base)
+        groups = _groups(groups)
         self.base, self.lam, self.q, self.batch_size = base, lam, q, batch_size
         self.register_buffer("groups", groups.long())
         self.n_features = int(groups.max()) + 1
         self.register_buffer("masks", mus_masks(self.n_features, lam, q, seed).float())
 
     def forward(self, x: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        x = _tensor("x", x, dims=4)
         B = x.shape[0]
         if x.shape[-2:] != self.groups.shape:
             raise ValueError(f"images {tuple(x.shape[-2:])} do not match the feature map {tuple(self.groups.shape)}")
@@ -502,6 +703,15 @@ class MuS(nn.Module):
 @torch.no_grad()
 def mus_probs_loop(base: nn.Module, x: torch.Tensor, masks: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """The naive MuS: one forward pass per mask (what :class:`MuS` batches). For the benchmark and tests."""
+    _module("base", base)
+    x = _tensor("x", x, dims=4)
+    groups = _groups(groups)
+    masks = _tensor("masks", masks, dims=2, floating=False)
+    if masks.shape[1] != int(groups.max()) + 1:
+        raise ValueError(f"masks must be [q, F] with F = {int(groups.max()) + 1} features (the ids in groups), "
+                         f"got {tuple(masks.shape)}")
+    if x.shape[-2:] != groups.shape:
+        raise ValueError(f"images {tuple(x.shape[-2:])} do not match the feature map {tuple(groups.shape)}")
     total = 0
     for s in masks.float():
         total = total + torch.softmax(base(x * s[groups.long()]), -1)
@@ -515,6 +725,13 @@ def certified_radius(probs: torch.Tensor, lam: float) -> torch.Tensor:
     and the top class keeps the lead. Returns one radius per row of ``probs`` (in features; floor it to count them).
     """
     _check_lambda(lam)
+    probs = _tensor("probs", probs, min_dims=1)
+    if probs.shape[-1] < 2:
+        raise ValueError(f"probs must hold at least two class probabilities in its last axis, got {tuple(probs.shape)}")
+    if (probs < 0).any() or (probs > 1).any() or not torch.allclose(probs.sum(-1), torch.ones((), dtype=probs.dtype,
+                                                                                           device=probs.device), atol=1e-4):
+        raise ValueError("probs must be probability vectors (entries in [0, 1] summing to 1 over the last axis); "
+                         "apply softmax to logits first")
     top2 = probs.topk(2, dim=-1).values
     return (top2[..., 0] - top2[..., 1]) / (2 * lam)
 
@@ -522,9 +739,15 @@ def certified_radius(probs: torch.Tensor, lam: float) -> torch.Tensor:
 def supersets_within(alpha: torch.Tensor, radius: int) -> torch.Tensor:
     """Every α′ ≥ α (0/1, same length) that switches on at most ``radius`` extra features: ``[M, F]`` bool,
     α itself first. M = Σ_{k≤r} C(#zeros of α, k)."""
-    alpha = torch.as_tensor(alpha).bool()
-    if alpha.dim() != 1:
+    if not isinstance(alpha, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"α must be a 0/1 mask (tensor of shape [F]), got {type(alpha).__name__}")
+    alpha = torch.as_tensor(alpha)
+    if alpha.dim() != 1 or alpha.numel() == 0:
         raise ValueError(f"α must be one mask of shape [F], got {tuple(alpha.shape)}")
+    if not ((alpha == 0) | (alpha == 1)).all():
+        raise ValueError("α must hold only 0s and 1s (feature hidden / shown)")
+    alpha = alpha.bool()
+    radius = _integer("radius", radius)
     if radius < 0:
         raise ValueError(f"radius must be ≥ 0, got {radius}")
     zeros = (~alpha).nonzero().flatten().tolist()
@@ -542,6 +765,9 @@ def verify_certificate(classify: Callable[[torch.Tensor, torch.Tensor], torch.Te
     """Exhaustive check of a stability claim for one image ``x`` ([1, C, H, W]) and explanation ``α`` ([F]):
     evaluate ``classify(x_batch, alpha_batch) → probs`` on every superset within ``radius`` in one batch and
     count how many change the predicted class. Returns ``(supersets checked, violations)``."""
+    if not callable(classify):
+        raise TypeError(f"classify must be a function (x, α) → probabilities, e.g. a MuS model, got {type(classify).__name__}")
+    x = _tensor("x", x)
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"x must be one image [1, C, H, W], got {tuple(x.shape)}")
     sup = supersets_within(alpha, radius)
@@ -552,10 +778,14 @@ def verify_certificate(classify: Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 def masked_classifier(model: nn.Module, groups: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """classify(x, α) = softmax h(x ⊙ α) for an unsmoothed model, in the same calling form as :class:`MuS`."""
-    groups = groups.long()
+    _module("model", model)
+    groups = _groups(groups)
 
     @torch.no_grad()
     def classify(x, alpha):
+        x = _tensor("x", x, dims=4)
+        if x.shape[-2:] != groups.shape:
+            raise ValueError(f"images {tuple(x.shape[-2:])} do not match the feature map {tuple(groups.shape)}")
         alpha = _check_alpha(alpha, x.shape[0], int(groups.max()) + 1).to(x.device).float()
         return torch.softmax(model(x * alpha[:, groups.to(x.device)].unsqueeze(1)), -1)
 

@@ -9,7 +9,9 @@
   examples from those on random examples; the conceptual sensitivity is S_C,k(x) = ∇_h logit_k(h(x))·v_C,
   the TCAV score is the fraction of class-k inputs with S > 0, and a concept is *significant* when its
   scores over many random counterpart sets differ from random-vs-random scores (two-sided t-test).
-  We use ``captum.concept`` for activations, CAVs and scores.
+  We use ``captum.concept`` for activations, CAVs and scores. Kim et al. (and the lecture) differentiate the
+  class *logit* z_k; our networks output log p_k = z_k − log Σ_j exp z_j, whose gradient
+  ∇log p_k = ∇z_k − Σ_j p_j ∇z_j drops what raises every logit at once (:func:`output_view` gives both).
 * **Label-free CBMs** (Oikarinen et al., ICLR 2023): no concept labels; concept activations are similarities
   between an input's embedding and the embedding of each concept's text (CLIP there, the sentence embedder
   here), followed by a sparse linear layer.
@@ -17,9 +19,9 @@
 
 from __future__ import annotations
 
-import warnings
-
+import math
 import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -46,7 +48,68 @@ __all__ = [
     "ANIMAL_CONCEPTS",
     "ANIMAL_DESCRIPTIONS",
     "label_free_cbm",
+    "output_view",
 ]
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks: every public function refuses bad input with an error that names the argument.
+
+
+def _tensor(name: str, x, dims=None, finite: bool = True, floating: bool = True) -> torch.Tensor:
+    """``x`` itself if it is a non-empty tensor of the right kind, else a TypeError/ValueError naming ``name``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if dims is not None:
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if x.dim() not in dims:
+            raise ValueError(f"{name} must be {' or '.join(f'{d}-D' for d in dims)}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """A finite real number within [lo, hi] (open ends with ``lo_open``/``hi_open``), else a clear error."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}: {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
+                    + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]"))
+        raise ValueError(f"{name} must lie in {interval}, got {v:g}")
+    return v
+
+
+def _integer(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool or a float) within [lo, hi], else a clear error."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}: {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}],"
+                         f" got {v}")
+    return int(v)
+
+
+def _binary(name: str, x, n: int | None = None, width: int | None = None) -> torch.Tensor:
+    """A tensor of 0/1 values (labels or concepts; probabilities in [0, 1] are allowed), checked against a shape."""
+    x = _tensor(name, x, floating=False)
+    if x.is_complex() or ((x < 0) | (x > 1)).any():
+        raise ValueError(f"{name} must hold values in [0, 1] (0 = absent, 1 = present)")
+    if n is not None and x.shape[0] != n:
+        raise ValueError(f"{name} must have one row per input ({n}), got {x.shape[0]}")
+    if width is not None and (x.dim() != 2 or x.shape[1] != width):
+        raise ValueError(f"{name} must have shape [n, {width}], got {tuple(x.shape)}")
+    return x
+
 
 SIDE = 10
 #: The eight planted concepts of the synthetic images (10×10 pixels).
@@ -72,6 +135,7 @@ def templates() -> torch.Tensor:
 def label_rule(C: torch.Tensor) -> torch.Tensor:
     """The planted label: y = 1 iff c₀ + c₁ + c₂ − c₃ ≥ 2 (top bar, left bar, diagonal count for; centre square
     against). Concepts 4–7 are irrelevant to the label."""
+    C = _binary("C", C)
     if C.shape[-1] != 8:
         raise ValueError(f"expected 8 concepts in the last axis, got {C.shape[-1]}")
     return ((C[..., 0] + C[..., 1] + C[..., 2] - C[..., 3]) >= 2).float()
@@ -85,11 +149,18 @@ def planted_concepts(n: int, noise: float = 0.8, seed: int = 0, p: float = 0.5, 
     ``force={j: 0 or 1}`` fixes concept j (to build concept example sets for TCAV). Returns X [n, 100],
     C [n, 8], y [n].
     """
-    if n < 1:
+    if _integer("n", n) < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
-    if noise < 0:
+    if _number("noise", noise) < 0:
         raise ValueError(f"noise must be ≥ 0, got {noise}")
-    g = torch.Generator().manual_seed(seed)
+    p = _number("p", p, lo=0, hi=1)
+    if force is not None and not isinstance(force, dict):
+        raise TypeError(f"force must be a dict {{concept index: 0 or 1}}, got {type(force).__name__}")
+    for j, v in (force or {}).items():
+        _integer("a concept index in force", j, lo=0, hi=7)
+        if isinstance(v, bool) or v not in (0, 1):
+            raise ValueError(f"force[{j}] must be 0 or 1 (concept absent or present), got {v!r}")
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     C = (torch.rand(n, 8, generator=g) < p).float()
     for j, v in (force or {}).items():
         C[:, j] = float(v)
@@ -108,13 +179,24 @@ class CBM(nn.Module):
 
     def __init__(self, d_in: int = 100, n_concepts: int = 8, hidden: int = 64):
         super().__init__()
+        d_in, n_concepts = _integer("d_in", d_in, lo=1), _integer("n_concepts", n_concepts, lo=1)
+        hidden = _integer("hidden", hidden, lo=1)
+        self.d_in, self.n_concepts = d_in, n_concepts
         self.g = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_concepts))
         self.f = nn.Linear(n_concepts, 1)
 
     def concept_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """ĉ = σ(g(x)) for inputs ``x`` [n, d_in]: the predicted concept probabilities [n, k]."""
+        x = _tensor("x", x, dims=2)
+        if x.shape[1] != self.d_in:
+            raise ValueError(f"x must have {self.d_in} features per row, got shape {tuple(x.shape)}")
         return torch.sigmoid(self.g(x))
 
     def head(self, c: torch.Tensor) -> torch.Tensor:
+        """The label logit f(c) for concept values ``c`` [n, k] (predicted probabilities or true 0/1 concepts)."""
+        c = _tensor("c", c, dims=2)
+        if c.shape[1] != self.n_concepts:
+            raise ValueError(f"c must hold {self.n_concepts} concepts per row, got shape {tuple(c.shape)}")
         return self.f(c).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,9 +221,14 @@ def train_cbm(X: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mode: str = "jo
     """
     if mode not in ("independent", "sequential", "joint"):
         raise ValueError(f"unknown mode {mode!r}: use 'independent', 'sequential' or 'joint'")
+    X = _tensor("X", X, dims=2)
+    C, y = _tensor("C", C, dims=2), _tensor("y", y, dims=1)
     if not (len(X) == len(C) == len(y)):
         raise ValueError(f"X, C and y must have the same number of rows, got {len(X)}, {len(C)}, {len(y)}")
-    torch.manual_seed(seed)
+    _binary("C", C), _binary("y", y)
+    lam, lr = _number("lam", lam, lo=0), _number("lr", lr, lo=0, lo_open=True)
+    epochs, hidden = _integer("epochs", epochs, lo=1), _integer("hidden", hidden, lo=1)
+    torch.manual_seed(_integer("seed", seed))
     model = CBM(X.shape[1], C.shape[1], hidden).to(X.device)
     bce = nn.functional.binary_cross_entropy_with_logits
     if mode == "joint":
@@ -159,14 +246,24 @@ def train_cbm(X: torch.Tensor, C: torch.Tensor, y: torch.Tensor, mode: str = "jo
 
 
 class _Blackbox(nn.Module):
-    def __init__(self, d_in: int, hidden: int):
+    """x → layer1 → layer2 → logits z = out(h₂) + (s·h₂)·1 → log-probabilities (``output="log_prob"``) or logits.
+
+    The shift s (zero unless :func:`output_view` sets it) adds the same number to every logit, so the class
+    probabilities do not depend on it; the logits, and TCAV computed on them, do.
+    """
+
+    def __init__(self, d_in: int, hidden: int, output: str = "log_prob"):
         super().__init__()
         self.layer1 = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU())
         self.layer2 = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, 2)
+        self.register_buffer("shift", torch.zeros(hidden))
+        self.d_in, self.hidden, self.output = d_in, hidden, output
 
     def forward(self, x):
-        return torch.log_softmax(self.out(self.layer2(self.layer1(x))), dim=-1)
+        h = self.layer2(self.layer1(x))
+        z = self.out(h) + (h @ self.shift)[..., None]
+        return z if self.output == "logit" else torch.log_softmax(z, dim=-1)
 
 
 def train_blackbox(X: torch.Tensor, y: torch.Tensor, hidden: int = 32, epochs: int = 400, lr: float = 0.01,
@@ -174,7 +271,11 @@ def train_blackbox(X: torch.Tensor, y: torch.Tensor, hidden: int = 32, epochs: i
     """A standard end-to-end classifier (no bottleneck): 100 → hidden → hidden → 2 log-probabilities. Its
     layers ``layer1`` and ``layer2`` are where TCAV reads activations. (Log-probabilities, not logits: the
     gradient of log p_k points along what separates the classes, not along what raises every logit.)"""
-    torch.manual_seed(seed)
+    X = _tensor("X", X, dims=2)
+    y = _binary("y", _tensor("y", y, dims=1, floating=False), n=len(X))
+    hidden, epochs = _integer("hidden", hidden, lo=1), _integer("epochs", epochs, lo=1)
+    lr = _number("lr", lr, lo=0, lo_open=True)
+    torch.manual_seed(_integer("seed", seed))
     model = _Blackbox(X.shape[1], hidden).to(X.device)
     _fit(model.parameters(), lambda: nn.functional.nll_loss(model(X), y.long()), epochs, lr)
     return model
@@ -186,10 +287,21 @@ def intervene(concept_probs: torch.Tensor, true_concepts: torch.Tensor, mask: to
     concept_probs, true_concepts: [n, k]; mask: bool [n, k] or [k] (same concepts for every input).
     Returns a new tensor; the inputs are not modified.
     """
+    concept_probs = _tensor("concept_probs", concept_probs, dims=2)
+    true_concepts = _tensor("true_concepts", true_concepts, floating=False)
     if concept_probs.shape != true_concepts.shape:
         raise ValueError(f"predicted and true concepts must have the same shape, got {tuple(concept_probs.shape)} "
                          f"and {tuple(true_concepts.shape)}")
-    mask = torch.as_tensor(mask, dtype=torch.bool, device=concept_probs.device)
+    _binary("concept_probs", concept_probs), _binary("true_concepts", true_concepts)
+    if not isinstance(mask, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"mask must be a bool tensor of shape [n, k] or [k], got {type(mask).__name__}")
+    mask = torch.as_tensor(mask)
+    if mask.is_floating_point() and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must be boolean (True = replace this concept by its true value)")
+    if mask.shape not in (concept_probs.shape, concept_probs.shape[1:]):
+        raise ValueError(f"mask must have shape {tuple(concept_probs.shape)} or {tuple(concept_probs.shape[1:])}, "
+                         f"got {tuple(mask.shape)}")
+    mask = mask.to(dtype=torch.bool, device=concept_probs.device)
     return torch.where(mask.expand_as(concept_probs), true_concepts.to(concept_probs), concept_probs)
 
 
@@ -197,7 +309,13 @@ def intervention_curve(model: CBM, X: torch.Tensor, C: torch.Tensor, y: torch.Te
                        seed: int = 0) -> torch.Tensor:
     """Task accuracy after correcting k = 0 … K concepts, [K + 1]: for each input a random order of concepts
     (``n_orders`` orders, averaged); the first k in the order are replaced by their true values."""
-    g = torch.Generator().manual_seed(seed)
+    if not isinstance(model, CBM):
+        raise TypeError(f"model must be a CBM (from train_cbm), got {type(model).__name__}")
+    X = _tensor("X", X, dims=2)
+    C = _binary("C", C, n=len(X), width=model.n_concepts)
+    y = _binary("y", y, n=len(X))
+    n_orders = _integer("n_orders", n_orders, lo=1)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     n, K = C.shape
     with torch.no_grad():
         probs = model.concept_probs(X)
@@ -220,6 +338,9 @@ def cav(acts_concept: torch.Tensor, acts_random: torch.Tensor, C: float = 0.01) 
     from random activations (label 0). Points *towards* the concept."""
     from sklearn.linear_model import LogisticRegression
 
+    acts_concept, acts_random = _tensor("acts_concept", acts_concept), _tensor("acts_random", acts_random)
+    if _number("C", C) <= 0:
+        raise ValueError(f"C (the inverse regularisation strength) must be > 0, got {C}")
     a, r = acts_concept.reshape(len(acts_concept), -1), acts_random.reshape(len(acts_random), -1)
     if a.shape[1] != r.shape[1]:
         raise ValueError(f"concept and random activations must have the same width, got {a.shape[1]} and {r.shape[1]}")
@@ -228,19 +349,34 @@ def cav(acts_concept: torch.Tensor, acts_random: torch.Tensor, C: float = 0.01) 
     Z = torch.cat([a, r]).detach().cpu().double().numpy()
     lab = np.r_[np.ones(len(a)), np.zeros(len(r))]
     w = LogisticRegression(C=C, max_iter=2000).fit(Z, lab).coef_[0]
+    if not np.linalg.norm(w) > 0:
+        raise ValueError("the concept and random activations cannot be told apart (the classifier's normal is 0): "
+                         "no CAV exists; are the two example sets identical or constant?")
     return torch.tensor(w / np.linalg.norm(w), dtype=acts_concept.dtype, device=acts_concept.device)
 
 
 def directional_derivatives(grads: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Conceptual sensitivity S(x) = ∇_h logit(h(x)) · v/‖v‖ for each input; grads: [n, d] (or [n, ...])."""
+    """Conceptual sensitivity S(x) = ∇_h logit(h(x)) · v/‖v‖ for each input; grads: [n, d] (or [n, ...]).
+
+    (∇_h of whatever output the gradients were taken of: the logit z_k in Kim et al., log p_k in this course.)
+    A zero vector has no direction and is refused.
+    """
+    grads, v = _tensor("grads", grads), _tensor("v", v)
+    if grads.dim() < 2:
+        raise ValueError(f"grads must hold one gradient per input ([n, d]), got shape {tuple(grads.shape)}")
     grads = grads.reshape(len(grads), -1)
     if grads.shape[1] != v.numel():
         raise ValueError(f"mismatched shapes: gradients have width {grads.shape[1]}, the CAV {v.numel()}")
+    if not v.norm() > 0:
+        raise ValueError("the CAV v is the zero vector: it has no direction, so no conceptual sensitivity (refit it)")
     return grads @ (v.flatten() / v.norm())
 
 
 def tcav_score(grads: torch.Tensor, v: torch.Tensor) -> float:
-    """TCAV score: the fraction of inputs whose conceptual sensitivity S = ∇h·v is positive."""
+    """TCAV score: the fraction of inputs whose conceptual sensitivity S = ∇h·v is positive.
+
+    A zero CAV (or a NaN in either argument) raises instead of returning a score of 0.
+    """
     return float((directional_derivatives(grads, v) > 0).float().mean())
 
 
@@ -288,6 +424,26 @@ def tcav_significance(model: nn.Module, layer: str, class_inputs: torch.Tensor, 
     from scipy.stats import ttest_ind
     from torch.utils.data import DataLoader
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(layer, str) or layer not in dict(model.named_modules()):
+        raise ValueError(f"layer must name a module of the model, got {layer!r}; modules: "
+                         f"{[n for n, _ in model.named_modules() if n][:12]}")
+    class_inputs = _tensor("class_inputs", class_inputs)
+    if not isinstance(concept_examples, dict) or not concept_examples:
+        raise TypeError("concept_examples must be a non-empty dict {concept name: example inputs}")
+    if not isinstance(random_sets, (list, tuple)):
+        raise TypeError(f"random_sets must be a list of example tensors, got {type(random_sets).__name__}")
+    for name, ex in list(concept_examples.items()) + [(f"random {i}", r) for i, r in enumerate(random_sets)]:
+        _tensor(f"the examples of {name!r}", ex)
+        if ex.shape[1:] != class_inputs.shape[1:]:
+            raise ValueError(f"the examples of {name!r} have shape {tuple(ex.shape)}; inputs of the model have "
+                             f"shape [n, {', '.join(map(str, class_inputs.shape[1:]))}]")
+    with torch.no_grad():
+        n_out = model(class_inputs[:1].to(next(model.parameters()).device)).shape[-1]
+    target = _integer("target", target, lo=0, hi=n_out - 1)
+    alpha = _number("alpha", alpha, lo=0, hi=1, lo_open=True, hi_open=True)
+    batch_size = _integer("batch_size", batch_size, lo=1)
     if len(random_sets) < 3:
         raise ValueError(f"a significance test needs several random concept sets; got {len(random_sets)}. "
                          "Use at least 10 (Kim et al. use up to 500).")
@@ -350,7 +506,8 @@ def animal_texts(n_per_class: int = 40, seed: int = 0) -> tuple[list[str], torch
     concept facts plus a neutral sentence. Returns texts, labels [n], and the planted concept matrix [n, 12]
     (which of the 12 ``ANIMAL_CONCEPTS`` facts each text states).
     """
-    rng = np.random.default_rng(seed)
+    n_per_class = _integer("n_per_class", n_per_class, lo=1)
+    rng = np.random.default_rng(_integer("seed", seed))
     classes = list(ANIMAL_CONCEPTS)
     texts, labels, planted = [], [], []
     for _ in range(n_per_class):
@@ -377,8 +534,23 @@ def label_free_cbm(text_emb: torch.Tensor, concept_emb: torch.Tensor, labels: to
     """
     from sklearn.linear_model import LogisticRegression
 
+    text_emb, concept_emb = _tensor("text_emb", text_emb, dims=2), _tensor("concept_emb", concept_emb, dims=2)
     if text_emb.shape[1] != concept_emb.shape[1]:
         raise ValueError("texts and concepts must be embedded by the same model (same width)")
+    if not (text_emb.norm(dim=1) > 0).all() or not (concept_emb.norm(dim=1) > 0).all():
+        raise ValueError("an embedding is the zero vector: its cosine similarity is undefined")
+    l1_C = _number("l1_C", l1_C, lo=0, lo_open=True)
+    k = concept_emb.shape[0]
+    for name, stat in (("mean", mean), ("std", std)):
+        if stat is not None and (_tensor(name, stat, dims=1).shape[0] != k):
+            raise ValueError(f"{name} must hold one value per concept ({k}), got shape {tuple(stat.shape)}")
+    if std is not None and not (std > 0).all():
+        raise ValueError("std must be > 0 for every concept (it divides the activations)")
+    if labels is not None:
+        labels = _tensor("labels", labels, dims=1, floating=False)
+        if len(labels) != len(text_emb) or labels.is_floating_point():
+            raise ValueError(f"labels must hold one integer class per text ({len(text_emb)}), got "
+                             f"{len(labels)} values of dtype {labels.dtype}")
     t = torch.nn.functional.normalize(text_emb.float(), dim=1)
     c = torch.nn.functional.normalize(concept_emb.float(), dim=1)
     A = t @ c.T
@@ -390,3 +562,28 @@ def label_free_cbm(text_emb: torch.Tensor, concept_emb: torch.Tensor, labels: to
         clf = LogisticRegression(l1_ratio=1.0, C=l1_C, solver="saga", max_iter=5000, random_state=0)
         clf.fit(A.cpu().numpy(), labels.cpu().numpy())
     return clf, A, mean, std
+
+
+def output_view(model: nn.Module, output: str = "logit", shift: torch.Tensor | None = None) -> nn.Module:
+    """A copy of a :func:`train_blackbox` network that outputs ``"logit"`` z or ``"log_prob"`` log p, optionally
+    with a ``shift`` s (one number per unit of ``layer2``) whose projection s·h₂ is added to *every* logit.
+
+    Kim et al. (2018), and the lecture, compute TCAV on the class logit: S = ∇_h z_k · v. This course's networks
+    output log-probabilities, S = ∇_h log p_k · v = (∇_h z_k − Σ_j p_j ∇_h z_j) · v. The two differ by a term
+    shared by all classes, which the probabilities ignore: adding s·h₂ to every logit leaves p(y | x) unchanged
+    (softmax is shift-invariant) but moves ∇_h z_k by s, so a logit TCAV score can change while the model's
+    behaviour does not. The copy has the same layer names, so ``captum.concept`` and :func:`tcav_significance`
+    read the same activations.
+    """
+    if not isinstance(model, _Blackbox):
+        raise TypeError(f"model must be a network from train_blackbox, got {type(model).__name__}")
+    if output not in ("logit", "log_prob"):
+        raise ValueError(f"output must be 'logit' or 'log_prob', got {output!r}")
+    view = _Blackbox(model.d_in, model.hidden, output=output).to(model.shift.device)
+    view.load_state_dict(model.state_dict())
+    if shift is not None:
+        shift = _tensor("shift", shift, dims=1)
+        if shift.shape[0] != model.hidden:
+            raise ValueError(f"shift must hold one number per unit of layer2 ({model.hidden}), got {shift.shape[0]}")
+        view.shift.copy_(shift.to(view.shift))
+    return view.eval()

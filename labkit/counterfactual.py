@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,81 @@ __all__ = [
     "brute_force_recourse", "diverse_recourse", "greedy_visual_counterfactual", "min_edits_exhaustive",
     "DigitsCNN", "load_digits", "train_classifier", "accuracy",
 ]
+
+
+# ----------------------------------------------------------------------------------- argument checks
+# Every public function refuses bad input with an error that names the argument and what is expected.
+
+
+def _tensor(name: str, x, dims=None, finite: bool = True, floating: bool = True) -> torch.Tensor:
+    """``x`` itself if it is a non-empty tensor of the right kind, else a TypeError/ValueError naming ``name``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if dims is not None:
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if x.dim() not in dims:
+            raise ValueError(f"{name} must be {' or '.join(f'{d}-D' for d in dims)}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _vector(name: str, v, d: int | None = None, dtype=torch.float64) -> torch.Tensor:
+    """A 1-D tensor (from a tensor, array, list or tuple) of finite numbers, of length ``d`` when given."""
+    if not isinstance(v, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"{name} must be a tensor (or list) of numbers, got {type(v).__name__}")
+    try:
+        t = torch.as_tensor(v, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must hold numbers, got {v!r}") from None
+    if t.dim() > 1:
+        t = t.flatten() if t.dim() == 2 and 1 in t.shape else t
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D vector, got shape {tuple(t.shape)}")
+    if d is not None and t.shape != (d,):
+        raise ValueError(f"{name} must hold one value per feature ({d}), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+
+
+def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """A finite real number within [lo, hi] (open ends with ``lo_open``/``hi_open``), else a clear error."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}: {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
+        interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
+                    + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]"))
+        raise ValueError(f"{name} must lie in {interval}, got {v:g}")
+    return v
+
+
+def _integer(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool or a float) within [lo, hi], else a clear error."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}: {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}],"
+                         f" got {v}")
+    return int(v)
+
+
+def _module(name: str, model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (the classifier), got {type(model).__name__}")
+    return model
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -53,6 +129,20 @@ class Feature:
     step: float
     mutable: bool = True
     direction: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name must be a non-empty string, got {self.name!r}")
+        lower, upper = _number("lower", self.lower), _number("upper", self.upper)
+        if lower > upper:
+            raise ValueError(f"feature {self.name!r}: lower ({lower:g}) must not exceed upper ({upper:g})")
+        if _number("step", self.step) <= 0:
+            raise ValueError(f"feature {self.name!r}: step must be > 0 (the size of one action), got {self.step}")
+        if not isinstance(self.mutable, bool):
+            raise TypeError(f"feature {self.name!r}: mutable must be True or False, got {self.mutable!r}")
+        if isinstance(self.direction, bool) or self.direction not in (-1, 0, 1):
+            raise ValueError(f"feature {self.name!r}: direction must be -1 (only decrease), 0 (either way) or +1 "
+                             f"(only increase), got {self.direction!r}")
 
 
 FEATURES = (
@@ -75,9 +165,9 @@ def make_credit_data(n: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.
     Columns are drawn from plausible, correlated distributions (income rises with age and education, debt with
     income); the label is Bernoulli(σ(b + wᵀx)) with the planted :data:`TRUE_WEIGHTS`, so the "right" model is known.
     """
-    if n < 10:
+    if _integer("n", n) < 10:
         raise ValueError(f"n must be at least 10, got {n}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_integer("seed", seed))
     age = rng.integers(18, 75, n).astype(float)
     education = rng.integers(0, 5, n).astype(float)
     income = np.clip(np.round(20 + 0.5 * (age - 18) + 8 * education + rng.gamma(2.0, 10.0, n)), 10, 200)
@@ -92,6 +182,9 @@ def make_credit_data(n: int = 2000, seed: int = 0) -> tuple[torch.Tensor, torch.
 
 def mad(X: torch.Tensor) -> torch.Tensor:
     """Median absolute deviation of each column (Wachter et al.'s scale), floored at 1e-3·(std+1) to avoid 0."""
+    X = _tensor("X", X, dims=2)
+    if len(X) < 2:
+        raise ValueError(f"X needs at least two rows to measure a spread, got {len(X)}")
     med = X.median(0).values
     m = (X - med).abs().median(0).values
     return torch.where(m > 0, m, 1e-3 * (X.std(0) + 1))
@@ -102,6 +195,12 @@ class TabularModel(nn.Module):
 
     def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
+        _module("net", net)
+        mean, std = _tensor("mean", mean, dims=1), _tensor("std", std, dims=1)
+        if mean.shape != std.shape:
+            raise ValueError(f"mean and std must have one entry per feature each, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not (std > 0).all():
+            raise ValueError("std must be > 0 for every feature (it divides the inputs); drop constant columns")
         self.net = net
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float())
@@ -120,10 +219,26 @@ class TabularModel(nn.Module):
         return a.cpu(), b - float((a * self.mean).sum())
 
 
+def _data(X, y) -> tuple[torch.Tensor, torch.Tensor]:
+    X = _tensor("X", X, dims=2)
+    y = _tensor("y", y, dims=1, floating=False)
+    if len(y) != len(X):
+        raise ValueError(f"y must hold one label per row of X ({len(X)}), got {len(y)}")
+    if y.is_floating_point() or y.dtype == torch.bool or not ((y == 0) | (y == 1)).all():
+        raise ValueError("y must hold integer labels 0 (default) and 1 (repays)")
+    if len(y.unique()) < 2:
+        raise ValueError("y holds only one class: a classifier needs examples of both")
+    if not (X.std(0) > 0).all():
+        raise ValueError("a column of X is constant: it cannot be standardised (drop it)")
+    return X, y
+
+
 def fit_logistic(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, device=None) -> TabularModel:
     """scikit-learn's LogisticRegression on standardised columns, wrapped as a :class:`TabularModel`."""
     from sklearn.linear_model import LogisticRegression
 
+    X, y = _data(X, y)
+    C = _number("C", C, lo=0, lo_open=True)
     mean, std = X.mean(0), X.std(0)
     clf = LogisticRegression(C=C, max_iter=1000).fit(((X - mean) / std).numpy(), y.numpy())
     lin = nn.Linear(X.shape[1], 2)
@@ -138,7 +253,10 @@ def fit_mlp(X: torch.Tensor, y: torch.Tensor, hidden: int = 32, epochs: int = 30
             device=None) -> TabularModel:
     """A one-hidden-layer MLP, full-batch Adam on cross-entropy, as a :class:`TabularModel`."""
     dev = get_device(device)
-    torch.manual_seed(seed)
+    X, y = _data(X, y)
+    hidden, epochs = _integer("hidden", hidden, lo=1), _integer("epochs", epochs, lo=1)
+    lr = _number("lr", lr, lo=0, lo_open=True)
+    torch.manual_seed(_integer("seed", seed))
     mean, std = X.mean(0), X.std(0)
     model = TabularModel(nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 2)), mean, std).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -157,7 +275,12 @@ def fit_mlp(X: torch.Tensor, y: torch.Tensor, hidden: int = 32, epochs: int = 30
 def _check_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     with torch.no_grad():
         logits = model(x)
-    t = torch.as_tensor(target, device=x.device).long()
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer, torch.Tensor, list, tuple)):
+        raise TypeError(f"target must be a class index (or one per row), got {type(target).__name__}: {target!r}")
+    t = torch.as_tensor(target, device=x.device)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    t = t.long()
     t = t.expand(x.shape[0]) if t.dim() == 0 else t
     if t.shape != (x.shape[0],):
         raise ValueError(f"target must be one class or one per row ({x.shape[0]}), got shape {tuple(t.shape)}")
@@ -179,11 +302,14 @@ def wachter(model: nn.Module, x: torch.Tensor, target, scale: torch.Tensor, lam0
     Batched over rows. Knows nothing about actionability: any feature may move. Returns ``(x′, valid)``.
     """
     dev = get_device(device)
-    model = model.to(dev).eval()
-    x = x.to(dev).float()
-    scale = scale.to(dev).float()
+    model = _module("model", model).to(dev).eval()
+    x = _tensor("x", x, dims=2).to(dev).float()
+    scale = _tensor("scale", scale).to(dev).float()
     if scale.shape != x.shape[-1:] or (scale <= 0).any():
         raise ValueError(f"scale must be {x.shape[-1]} positive numbers (one per feature, e.g. the MAD)")
+    lam0, growth = _number("lam0", lam0, lo=0, lo_open=True), _number("growth", growth, lo=1, lo_open=True)
+    rounds, steps = _integer("rounds", rounds, lo=1), _integer("steps", steps, lo=1)
+    lr = _number("lr", lr, lo=0, lo_open=True)
     t = _check_targets(model, x, target)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -215,17 +341,47 @@ def wachter(model: nn.Module, x: torch.Tensor, target, scale: torch.Tensor, lam0
 
 def validity(model: nn.Module, x_cf: torch.Tensor, target) -> torch.Tensor:
     """1 where the counterfactual is classified as its target class."""
+    _module("model", model)
+    x_cf = _tensor("x_cf", x_cf, dims=2)
     with torch.no_grad():
-        return (model(x_cf).argmax(-1) == torch.as_tensor(target, device=x_cf.device)).float()
+        logits = model(x_cf)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer, torch.Tensor, list, tuple)):
+        raise TypeError(f"target must be a class index (or one per row), got {type(target).__name__}: {target!r}")
+    t = torch.as_tensor(target, device=x_cf.device)
+    if t.is_floating_point() or t.dtype == torch.bool or (t < 0).any() or (t >= logits.shape[-1]).any():
+        raise ValueError(f"target must hold class indices in [0, {logits.shape[-1]}), got {target!r}")
+    if t.dim() > 0 and t.shape != (len(x_cf),):
+        raise ValueError(f"target must be one class or one per row ({len(x_cf)}), got shape {tuple(t.shape)}")
+    return (logits.argmax(-1) == t).float()
+
+
+def _pair(x, x_cf, scale):
+    x, x_cf = _tensor("x", x, dims=(1, 2)), _tensor("x_cf", x_cf, dims=(1, 2))
+    if x.shape[-1] != x_cf.shape[-1]:
+        raise ValueError(f"x and x_cf must have the same features, got shapes {tuple(x.shape)} and {tuple(x_cf.shape)}")
+    try:
+        torch.broadcast_shapes(x.shape, x_cf.shape)
+    except RuntimeError:
+        raise ValueError(f"x {tuple(x.shape)} and x_cf {tuple(x_cf.shape)} must have the same number of rows") from None
+    if scale is not None:
+        scale = _tensor("scale", scale, dims=1)
+        if scale.shape[0] != x.shape[-1] or not (scale > 0).all():
+            raise ValueError(f"scale must be {x.shape[-1]} positive numbers (one per feature, e.g. the MAD)")
+    return x, x_cf, scale
 
 
 def proximity(x: torch.Tensor, x_cf: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """d(x, x′) = Σ_j |x_j − x′_j| / scale_j (scale = MAD: Wachter et al.'s distance)."""
+    x, x_cf, scale = _pair(x, x_cf, scale)
+    if scale is None:
+        raise ValueError("scale is needed (one positive number per feature, e.g. mad(X))")
     return ((x - x_cf).abs() / scale).sum(-1)
 
 
 def sparsity(x: torch.Tensor, x_cf: torch.Tensor, tol: float = 1e-2, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Number of features changed by more than ``tol`` (in units of ``scale`` when given)."""
+    x, x_cf, scale = _pair(x, x_cf, scale)
+    tol = _number("tol", tol, lo=0)
     diff = (x - x_cf).abs()
     if scale is not None:
         diff = diff / scale
@@ -240,10 +396,24 @@ def step_bounds(x, lower, upper, step, mutable, direction) -> torch.Tensor:
 
     k_lo = ⌈(lower − x)/step⌉, k_hi = ⌊(upper − x)/step⌋ (stay within bounds); an immutable feature has
     k_lo = k_hi = 0; direction +1 (only increase) sets k_lo ≥ 0, −1 (only decrease) sets k_hi ≤ 0.
+    All arguments are 1-D with one entry per feature; lower > upper, step ≤ 0, NaN and directions outside
+    {−1, 0, +1} are refused.
     """
-    x, lower, upper, step = (torch.as_tensor(v, dtype=torch.float64) for v in (x, lower, upper, step))
-    mutable = torch.as_tensor(mutable, dtype=torch.bool)
-    direction = torch.as_tensor(direction)
+    x = _vector("x", x)
+    d = x.shape[0]
+    lower, upper, step = (_vector(name, v, d) for name, v in (("lower", lower), ("upper", upper), ("step", step)))
+    bad = (lower > upper).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"lower must not exceed upper: feature(s) {bad} have lower {lower[bad].tolist()} > upper "
+                         f"{upper[bad].tolist()}")
+    if not (step > 0).all():
+        raise ValueError(f"step must be > 0 for every feature (the size of one action), got {step.tolist()}")
+    mutable = _vector("mutable", mutable, d, dtype=None)
+    if mutable.dtype != torch.bool:
+        raise TypeError(f"mutable must be a bool per feature (True = can change), got dtype {mutable.dtype}")
+    direction = _vector("direction", direction, d, dtype=None)
+    if direction.is_floating_point() or direction.dtype == torch.bool or not ((direction.abs() <= 1).all()):
+        raise ValueError(f"direction must be an integer per feature in {{-1, 0, +1}}, got {direction.tolist()}")
     lo = torch.ceil((lower - x) / step - 1e-9)
     hi = torch.floor((upper - x) / step + 1e-9)
     lo = torch.where(direction > 0, lo.clamp_min(0), lo)
@@ -270,10 +440,22 @@ class Recourse:
     cost: float
     changed: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        _tensor("x_new", self.x_new, dims=1)
+        steps = _tensor("steps", self.steps, dims=1, floating=False)
+        if steps.is_floating_point() or steps.dtype == torch.bool or steps.shape != self.x_new.shape:
+            raise ValueError(f"steps must be integers, one per feature of x_new ({self.x_new.shape[0]}), got "
+                             f"{steps.dtype} of shape {tuple(steps.shape)}")
+        _number("cost", self.cost, lo=0)
+        if not isinstance(self.changed, list) or not all(isinstance(n, str) for n in self.changed):
+            raise TypeError(f"changed must be a list of feature names, got {self.changed!r}")
+
 
 def _spec(features, x):
+    if not isinstance(features, (tuple, list)) or not features or not all(isinstance(f, Feature) for f in features):
+        raise TypeError("features must be a non-empty tuple of Feature (e.g. FEATURES or with_bounds(...))")
     d = len(features)
-    x = torch.as_tensor(x, dtype=torch.float64).flatten()
+    x = _vector("x", x)
     if x.shape != (d,):
         raise ValueError(f"x must hold one value per feature ({d}), got shape {tuple(x.shape)}")
     arr = lambda attr: torch.tensor([getattr(f, attr) for f in features], dtype=torch.float64)  # noqa: E731
@@ -316,6 +498,15 @@ def _diagnose(a, c, x, features, margin):
     return InfeasibleRecourse(msg, blocking)
 
 
+def _score_args(a, c, cost_per_step, margin, d):
+    a = _vector("a", a, d)
+    c = _number("c", c)
+    cost = torch.ones(d, dtype=torch.float64) if cost_per_step is None else _vector("cost_per_step", cost_per_step)
+    if cost.shape != (d,) or (cost <= 0).any():
+        raise ValueError(f"cost_per_step must be {d} positive numbers (one per feature)")
+    return a, c, cost, _number("margin", margin, lo=0)
+
+
 def recourse_milp(a, c: float, x, features=FEATURES, cost_per_step=None, margin: float = 1e-4,
                   exclude_supports: list[set[int]] | None = None) -> Recourse:
     """Least-cost actionable recourse for a linear classifier (Ustun, Spangher & Liu 2019), as an integer program:
@@ -332,14 +523,13 @@ def recourse_milp(a, c: float, x, features=FEATURES, cost_per_step=None, margin:
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    a = torch.as_tensor(a, dtype=torch.float64).flatten()
     x, lower, upper, step, mutable, direction = _spec(features, x)
     d = len(features)
-    if a.shape != (d,):
-        raise ValueError(f"a must hold one coefficient per feature ({d}), got shape {tuple(a.shape)}")
-    cost = torch.ones(d, dtype=torch.float64) if cost_per_step is None else torch.as_tensor(cost_per_step, dtype=torch.float64)
-    if cost.shape != (d,) or (cost <= 0).any():
-        raise ValueError("cost_per_step must be d positive numbers")
+    a, c, cost, margin = _score_args(a, c, cost_per_step, margin, d)
+    if exclude_supports is not None and (not isinstance(exclude_supports, (list, tuple)) or not all(
+            isinstance(S, (set, frozenset, list, tuple)) and S and all(isinstance(j, int) and 0 <= j < d for j in S)
+            for S in exclude_supports)):
+        raise ValueError(f"exclude_supports must be a list of non-empty sets of feature indices in [0, {d})")
     if float(a @ x) + c >= margin:
         raise ValueError("x is already classified as the target class (score ≥ 0): there is nothing to recourse")
     bad = _diagnose(a, c, x, features, margin)
@@ -376,12 +566,15 @@ def brute_force_recourse(a, c: float, x, features=FEATURES, cost_per_step=None, 
     Returns ``(least cost, steps)`` (cost ``inf`` when none of the enumerated actions flips the decision). The
     grid is complete when the MILP optimum lies inside it, which makes it a proof of optimality there.
     """
-    a = torch.as_tensor(a, dtype=torch.float64).flatten()
     x, lower, upper, step, mutable, direction = _spec(features, x)
     d = len(features)
-    cost = torch.ones(d, dtype=torch.float64) if cost_per_step is None else torch.as_tensor(cost_per_step, dtype=torch.float64)
+    a, c, cost, margin = _score_args(a, c, cost_per_step, margin, d)
+    max_steps = _integer("max_steps", max_steps, lo=0)
     kb = step_bounds(x, lower, upper, step, mutable, direction)
     ranges = [np.arange(max(int(kb[0, j]), -max_steps), min(int(kb[1, j]), max_steps) + 1) for j in range(d)]
+    size = math.prod(len(r) for r in ranges)
+    if size > 1_000_000:
+        raise ValueError(f"max_steps={max_steps} makes a grid of {size:,} actions, too many to enumerate; lower it")
     grid = torch.tensor(np.array(list(itertools.product(*ranges))), dtype=torch.float64)  # [M, d]
     score = (x + grid * step) @ a + c
     ok = score >= margin
@@ -395,6 +588,7 @@ def brute_force_recourse(a, c: float, x, features=FEATURES, cost_per_step=None, 
 def diverse_recourse(a, c: float, x, k: int = 3, features=FEATURES, cost_per_step=None, margin: float = 1e-4) -> list[Recourse]:
     """Up to ``k`` least-cost actions, each forbidden from using all the features of an earlier one
     (Σ_{j∈S} u_j ≤ |S| − 1), so every new action drops at least one earlier lever: a diverse set."""
+    k = _integer("k", k, lo=1)
     found: list[Recourse] = []
     supports: list[set[int]] = []
     names = [f.name for f in features]
@@ -413,6 +607,22 @@ def diverse_recourse(a, c: float, x, k: int = 3, features=FEATURES, cost_per_ste
 # ---------------------------------------------------------------------------------- visual counterfactuals
 
 
+def _split_images(model, query, distractor, dev):
+    """The query's and the distractor's feature grids f(I), f(I′), each [C, h, w], after checking the inputs."""
+    _module("model", model)
+    if not (hasattr(model, "features") and hasattr(model, "decide")):
+        raise TypeError("model must be split into .features (f) and .decide (g), like DigitsCNN")
+    query, distractor = _tensor("query", query), _tensor("distractor", distractor)
+    if query.shape[-2:] != distractor.shape[-2:] or query.numel() != query.shape[-2] * query.shape[-1] \
+            or distractor.numel() != distractor.shape[-2] * distractor.shape[-1]:
+        raise ValueError(f"query and distractor must be one grey image each, of the same size, got shapes "
+                         f"{tuple(query.shape)} and {tuple(distractor.shape)}")
+    model = model.to(dev).eval()
+    fq = model.features(query.to(dev).reshape(1, 1, *query.shape[-2:]))[0]
+    fd = model.features(distractor.to(dev).reshape(1, 1, *distractor.shape[-2:]))[0]
+    return fq, fd
+
+
 @torch.no_grad()
 def greedy_visual_counterfactual(model: DigitsCNN, query: torch.Tensor, distractor: torch.Tensor, target: int,
                                  max_edits: int | None = None, device=None) -> dict:
@@ -424,10 +634,11 @@ def greedy_visual_counterfactual(model: DigitsCNN, query: torch.Tensor, distract
     Returns ``{"edits": LongTensor [k, 2], "p_target": [k + 1], "flipped": bool}``.
     """
     dev = get_device(device)
-    model = model.to(dev).eval()
-    fq = model.features(query.to(dev).reshape(1, 1, *query.shape[-2:]))[0]
-    fd = model.features(distractor.to(dev).reshape(1, 1, *distractor.shape[-2:]))[0]
+    fq, fd = _split_images(model, query, distractor, dev)
     n_classes = model.decide(fq[None]).shape[-1]
+    target = _integer("target", target)
+    if max_edits is not None:
+        max_edits = _integer("max_edits", max_edits, lo=1)
     if not 0 <= int(target) < n_classes:
         raise ValueError(f"target {target} is out of range: the model has {n_classes} classes")
     if int(model.decide(fq[None]).argmax()) == int(target):
@@ -456,9 +667,17 @@ def greedy_cell_swaps(g, fq, fd, target: int, max_edits: int | None = None):
     grids ``[C, h, w]``. Each step swaps in the (query cell, distractor cell) pair that raises log p(target)
     most, trying every unused pair in one batch, until the class is ``target`` or ``max_edits`` swaps are made.
     """
+    if not callable(g):
+        raise TypeError(f"g must be a function from feature grids to logits, got {type(g).__name__}")
+    fq, fd = _tensor("fq", fq, dims=3), _tensor("fd", fd, dims=3)
+    if fq.shape != fd.shape:
+        raise ValueError(f"fq and fd must be feature grids of the same shape [C, h, w], got {tuple(fq.shape)} and {tuple(fd.shape)}")
     C, h, w = fq.shape
     n = h * w
-    max_edits = n if max_edits is None else max_edits
+    max_edits = n if max_edits is None else _integer("max_edits", max_edits, lo=0, hi=n)
+    with torch.no_grad():
+        n_classes = g(fq[None]).shape[-1]
+    target = _integer("target", target, lo=0, hi=n_classes - 1)
     cur = fq.reshape(C, n).clone()
     src = fd.reshape(C, n)
     used_q, used_d, edits = set(), set(), []
@@ -484,9 +703,11 @@ def min_edits_exhaustive(model: DigitsCNN, query: torch.Tensor, distractor: torc
     """The true minimum number of cell swaps (≤ ``max_k``) that makes g predict ``target``, by trying every set of
     k query cells with every assignment of distinct distractor cells; ``None`` if none with k ≤ max_k works."""
     dev = get_device(device)
-    model = model.to(dev).eval()
-    fq = model.features(query.to(dev).reshape(1, 1, *query.shape[-2:]))[0]
-    fd = model.features(distractor.to(dev).reshape(1, 1, *distractor.shape[-2:]))[0]
+    fq, fd = _split_images(model, query, distractor, dev)
+    max_k = _integer("max_k", max_k, lo=1, hi=4)
+    batch_size = _integer("batch_size", batch_size, lo=1)
+    n_classes = model.decide(fq[None]).shape[-1]
+    target = _integer("target", target, lo=0, hi=n_classes - 1)
     C, h, w = fq.shape
     n = h * w
     for k in range(1, max_k + 1):
@@ -508,10 +729,15 @@ def with_bounds(features=FEATURES, **bounds: tuple[float, float]) -> tuple[Featu
     applicant-specific limit: ``with_bounds(income=(10, 40))``)."""
     import dataclasses
 
+    if not isinstance(features, (tuple, list)) or not all(isinstance(f, Feature) for f in features):
+        raise TypeError("features must be a tuple of Feature (e.g. FEATURES)")
     names = [f.name for f in features]
     unknown = set(bounds) - set(names)
     if unknown:
         raise ValueError(f"unknown features {sorted(unknown)}; known: {names}")
+    for name, b in bounds.items():
+        if not isinstance(b, (tuple, list)) or len(b) != 2:
+            raise ValueError(f"{name} needs a (lower, upper) pair, got {b!r}")
     return tuple(dataclasses.replace(f, lower=bounds[f.name][0], upper=bounds[f.name][1]) if f.name in bounds else f
                  for f in features)
 

@@ -17,7 +17,10 @@ Which training points made the model predict what it predicts? Three families of
   from a few models with randomly projected gradients.
 
 Everything works on *flat* parameter vectors θ ∈ R^p and functional models ``forward(θ, X)``, so that
-``torch.func`` (``grad``, ``vmap``, ``jvp``, ``hessian``) can differentiate, batch and stack them.
+``torch.func`` (``grad``, ``vmap``, ``jvp``, ``hessian``) can differentiate, batch and stack them, in float32 or
+float64 (the dtype of the data). Every public function refuses bad input (wrong types and shapes, NaN/inf,
+out-of-range values) with an error naming the argument; inside ``torch.func`` transforms only shapes and types
+can be checked.
 """
 
 from __future__ import annotations
@@ -32,6 +35,85 @@ from torch.func import grad, hessian, jvp, vmap
 
 from labkit.runtime import get_device
 from labkit.stats import spearman
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks: every public function refuses bad input with an error that names the argument.
+
+
+def _tensor(name: str, x, dims=None, finite: bool = True, floating: bool = True) -> torch.Tensor:
+    """``x`` as a tensor, or a TypeError/ValueError naming ``name`` and what is expected.
+
+    ``dims``: allowed numbers of dimensions (an int or a tuple). ``finite``: refuse NaN/inf (skipped inside
+    ``torch.func`` transforms, where data-dependent checks are impossible). Empty tensors are refused.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if dims is not None:
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if x.dim() not in dims:
+            want = " or ".join(f"{d}-D" for d in dims)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+    if finite and not _transformed(x) and not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """True inside a ``torch.func`` transform (vmap, grad, jvp), where ``bool(tensor)`` is not allowed."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+
+
+def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+            hi_open: bool = False) -> float:
+    """A finite real number within [lo, hi] (open ends with ``lo_open``/``hi_open``), or a clear error."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}: {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+    bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{name} must lie in {left}{'-inf' if lo is None else f'{lo:g}'}, "
+                         f"{'inf' if hi is None else f'{hi:g}'}{right}, got {v:g}")
+    return v
+
+
+def _integer(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool, not a float) within [lo, hi], or a clear error."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}: {v!r}")
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, "
+                         f"{'inf' if hi is None else hi}], got {v}")
+    return v
+
+
+def _function(name: str, f) -> Callable:
+    if not callable(f):
+        raise TypeError(f"{name} must be a function, got {type(f).__name__}")
+    return f
+
+
+def _labels(name: str, y, n: int) -> torch.Tensor:
+    """Binary labels (or probabilities) in [0, 1], one per row."""
+    y = _tensor(name, y, dims=1, floating=False)
+    if y.shape[0] != n:
+        raise ValueError(f"{name} must hold one label per row of X ({n}), got {y.shape[0]}")
+    if not _transformed(y) and ((y < 0) | (y > 1)).any():
+        raise ValueError(f"{name} must hold labels in [0, 1] (0 = first class, 1 = second), got values in "
+                         f"[{float(y.min()):g}, {float(y.max()):g}]")
+    return y
 
 __all__ = [
     "digits_pair",
@@ -78,12 +160,18 @@ def digits_pair(a: int = 1, b: int = 7, n_train: int | None = None, test_size: f
     """
     from sklearn.datasets import load_digits
 
+    a, b = _integer("a", a), _integer("b", b)
     if a == b or not (0 <= a <= 9 and 0 <= b <= 9):
         raise ValueError(f"pick two different digits between 0 and 9, got {a} and {b}")
+    test_size = _number("test_size", test_size)
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must lie in (0, 1), got {test_size}")
+    flip = _number("flip", flip)
     if not 0 <= flip < 0.5:
         raise ValueError(f"flip is the fraction of flipped labels and must lie in [0, 0.5), got {flip}")
+    if n_train is not None:
+        n_train = _integer("n_train", n_train, lo=2)
+    seed = _integer("seed", seed)
     dev = get_device(device)
     d = load_digits()
     keep = (d.target == a) | (d.target == b)
@@ -93,6 +181,8 @@ def digits_pair(a: int = 1, b: int = 7, n_train: int | None = None, test_size: f
     n_test = int(round(test_size * len(y)))
     test, train = order[:n_test], order[n_test:]
     if n_train is not None:
+        if n_train > len(train):
+            raise ValueError(f"n_train={n_train} exceeds the {len(train)} training images of digits {a} and {b}")
         train = train[:n_train]
     y_train = y[train].copy()
     flipped = np.zeros(len(train), dtype=bool)
@@ -108,6 +198,7 @@ def digits_pair(a: int = 1, b: int = 7, n_train: int | None = None, test_size: f
 
 def logreg_forward(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """Logits of logistic regression, θ = (w, b): f(x) = wᵀx + b. θ may be stacked [M, p] → logits [n, M]."""
+    theta, X = _tensor("theta", theta, dims=(1, 2)), _tensor("X", X, dims=(1, 2))
     if theta.shape[-1] != X.shape[-1] + 1:
         raise ValueError(f"mismatched shapes: θ has {theta.shape[-1]} entries but X has {X.shape[-1]} features "
                          f"(θ must hold {X.shape[-1]} weights and one bias)")
@@ -115,9 +206,16 @@ def logreg_forward(theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return Xa @ theta.transpose(-1, -2) if theta.dim() > 1 else Xa @ theta
 
 
+def _sizes(sizes) -> tuple[int, ...]:
+    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2:
+        raise ValueError(f"sizes must be a tuple of at least two layer widths, e.g. (64, 16, 1), got {sizes!r}")
+    return tuple(_integer(f"sizes[{i}]", s, lo=1) for i, s in enumerate(sizes))
+
+
 def mlp_init(sizes: tuple[int, ...], seed: int = 0, device=None) -> torch.Tensor:
     """A flat parameter vector for an MLP with layer ``sizes`` (e.g. (64, 16, 1)), PyTorch's default init."""
-    g = torch.Generator().manual_seed(seed)
+    sizes = _sizes(sizes)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     parts = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         bound = 1 / math.sqrt(fan_in)
@@ -127,9 +225,13 @@ def mlp_init(sizes: tuple[int, ...], seed: int = 0, device=None) -> torch.Tensor
 
 def mlp_forward(theta: torch.Tensor, X: torch.Tensor, sizes: tuple[int, ...] = (64, 16, 1)) -> torch.Tensor:
     """Logits of a tanh MLP with layer ``sizes`` and flat parameters θ (one model; vmap it for many)."""
+    sizes = _sizes(sizes)
+    theta, X = _tensor("theta", theta, dims=1), _tensor("X", X, dims=(1, 2))
     n_params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     if theta.shape[-1] != n_params:
         raise ValueError(f"mismatched shapes: an MLP {sizes} has {n_params} parameters, θ has {theta.shape[-1]}")
+    if X.shape[-1] != sizes[0]:
+        raise ValueError(f"mismatched shapes: X has {X.shape[-1]} features but the MLP's input layer takes {sizes[0]}")
     h, at = X, 0
     for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         W = theta[at:at + fan_in * fan_out].reshape(fan_out, fan_in)
@@ -142,9 +244,20 @@ def mlp_forward(theta: torch.Tensor, X: torch.Tensor, sizes: tuple[int, ...] = (
     return h.squeeze(-1)
 
 
+def _broadcastable(z: torch.Tensor, y: torch.Tensor) -> None:
+    try:
+        torch.broadcast_shapes(z.shape, y.shape)
+    except RuntimeError:
+        raise ValueError(f"mismatched shapes: the model's outputs have shape {tuple(z.shape)} but y has "
+                         f"{tuple(y.shape)}; pass one label per row of X") from None
+
+
 def per_example_loss(forward: Callable, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of each example, L(z, θ) = −y log σ(f) − (1−y) log(1−σ(f)) = softplus(f) − y·f."""
+    _function("forward", forward)
+    y = _tensor("y", y, floating=False)
     z = forward(theta, X)
+    _broadcastable(z, y)
     return torch.nn.functional.softplus(z) - y * z
 
 
@@ -155,15 +268,23 @@ def objective(forward: Callable, theta: torch.Tensor, X: torch.Tensor, y: torch.
     ``weights`` (default all ones) up- or down-weights examples; n is always the full training-set size, so
     removing z_i (w_i = 0) is exactly the ε = −1/n upweighting of the influence-function derivation.
     """
+    l2 = _number("l2", l2, lo=0)
     losses = per_example_loss(forward, theta, X, y)
     if weights is not None:
+        weights = _tensor("weights", weights, dims=1)
+        if weights.shape != losses.shape:
+            raise ValueError(f"weights must hold one weight per example ({tuple(losses.shape)}), got {tuple(weights.shape)}")
         losses = losses * weights
     return losses.sum() / X.shape[0] + 0.5 * l2 * (theta ** 2).sum()
 
 
 def margins(forward: Callable, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Correct-class margin (2y−1)·f(x) (= log p(correct)/p(wrong)): the output datamodels and TRAK explain."""
-    return (2 * y - 1) * forward(theta, X)
+    _function("forward", forward)
+    y = _tensor("y", y, floating=False)
+    z = forward(theta, X)
+    _broadcastable(z, y)
+    return (2 * y - 1) * z
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,17 +296,34 @@ def fit_logreg(X: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, weights: torc
     """Minimise R(θ) of :func:`objective` for logistic regression by Newton's method (to machine precision).
 
     ``weights`` of shape [M, n] trains M models at once (batched linear algebra); returns θ of shape [p]
-    or [M, p]. Steps are halved where a full Newton step would not decrease R.
+    or [M, p]. Steps are halved where a full Newton step would not decrease R. Works in the dtype of ``X``
+    (float32 or float64).
     """
-    if l2 <= 0:
-        raise ValueError("l2 must be > 0: without it the Hessian of separable data is singular and θ diverges")
-    single = weights is None or weights.dim() == 1
+    X = _tensor("X", X, dims=2)
     n, d = X.shape
-    W = torch.ones(1, n, device=X.device) if weights is None else weights.reshape(-1, n).to(X)
+    y = _labels("y", y, n).to(X)
+    if _number("l2", l2) <= 0:
+        raise ValueError("l2 must be > 0: without it the Hessian of separable data is singular and θ diverges")
+    iters = _integer("iters", iters, lo=1)
+    single = weights is None or weights.dim() == 1
+    if weights is not None:
+        weights = _tensor("weights", weights, dims=(1, 2))
+        if weights.shape[-1] != n:
+            raise ValueError(f"weights must be [n] or [M, n] with n = {n} training points, got {tuple(weights.shape)}")
+        if (weights < 0).any():
+            raise ValueError("weights must be ≥ 0 (0 removes a training point, 1 keeps it)")
+    opts = dict(device=X.device, dtype=X.dtype)  # every internal tensor in X's dtype: float64 data stays float64
+    W = torch.ones(1, n, **opts) if weights is None else weights.reshape(-1, n).to(X)
     M = W.shape[0]
-    Xa = torch.cat([X, torch.ones(n, 1, device=X.device)], 1)
-    theta = torch.zeros(M, d + 1, device=X.device) if init is None else init.reshape(M, d + 1).clone()
-    eye = torch.eye(d + 1, device=X.device)
+    Xa = torch.cat([X, torch.ones(n, 1, **opts)], 1)
+    if init is None:
+        theta = torch.zeros(M, d + 1, **opts)
+    else:
+        init = _tensor("init", init, dims=(1, 2))
+        if init.shape[-1] != d + 1 or (init.dim() == 2 and init.shape[0] not in (1, M)):
+            raise ValueError(f"init must be θ of shape [{d + 1}] or [{M}, {d + 1}], got {tuple(init.shape)}")
+        theta = init.to(X).expand(M, d + 1).clone()
+    eye = torch.eye(d + 1, **opts)
 
     def risk(th):
         z = th @ Xa.T
@@ -197,7 +335,7 @@ def fit_logreg(X: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, weights: torc
         g = ((W * (p - y)) @ Xa) / n + l2 * theta
         H = (Xa.T.unsqueeze(0) * (W * p * (1 - p)).unsqueeze(1)) @ Xa / n + l2 * eye
         step = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
-        r0, t = risk(theta), torch.ones(M, 1, device=X.device)
+        r0, t = risk(theta), torch.ones(M, 1, **opts)
         for _ in range(20):
             worse = risk(theta - t * step) > r0 + 1e-6 * r0.abs()
             if not worse.any():
@@ -228,6 +366,23 @@ def _momentum_steps(grad_fn, theta, steps, lr, momentum=0.9):
     return theta
 
 
+def _training_args(forward, theta0, X, y, weights, l2, steps, lr):
+    """The checks shared by :func:`train_ensemble` and :func:`train_loop`."""
+    _function("forward", forward)
+    theta0 = _tensor("theta0", theta0, dims=(1, 2))
+    X = _tensor("X", X, dims=2)
+    _labels("y", y, X.shape[0])
+    weights = _tensor("weights", weights, dims=2)
+    if weights.shape[1] != X.shape[0]:
+        raise ValueError(f"weights must have shape [M, n] = [models, {X.shape[0]}], got {tuple(weights.shape)}")
+    if (weights < 0).any():
+        raise ValueError("weights must be ≥ 0 (0 removes a training point, 1 keeps it)")
+    if theta0.dim() == 2 and theta0.shape[0] != weights.shape[0]:
+        raise ValueError(f"theta0 has {theta0.shape[0]} rows but weights describe {weights.shape[0]} models")
+    return (theta0, weights, _number("l2", l2, lo=0), _integer("steps", steps, lo=0),
+            _number("lr", lr, lo=0, lo_open=True))
+
+
 def train_ensemble(forward: Callable, theta0: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
                    weights: torch.Tensor, l2: float = 1e-2, steps: int = 200, lr: float = 0.05,
                    optimizer: str = "adam", momentum: float = 0.9) -> torch.Tensor:
@@ -238,23 +393,22 @@ def train_ensemble(forward: Callable, theta0: torch.Tensor, X: torch.Tensor, y: 
     ``optimizer="gd"`` uses full-batch gradient descent with heavy-ball ``momentum`` instead (better for
     retraining from a warm start, where Adam's first steps jump by ``lr`` in every coordinate).
     """
-    if weights.dim() != 2 or weights.shape[1] != X.shape[0]:
-        raise ValueError(f"weights must have shape [M, n] = [models, {X.shape[0]}], got {tuple(weights.shape)}")
+    theta0, weights, l2, steps, lr = _training_args(forward, theta0, X, y, weights, l2, steps, lr)
+    momentum = _number("momentum", momentum, lo=0, hi=1, hi_open=True)
+    if optimizer not in ("adam", "gd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}: use 'adam' or 'gd'")
     M = weights.shape[0]
     theta = theta0.expand(M, -1).clone() if theta0.dim() == 1 else theta0.clone()
-    if theta.shape[0] != M:
-        raise ValueError(f"theta0 has {theta.shape[0]} rows but weights describe {M} models")
     g = vmap(grad(lambda th, w: objective(forward, th, X, y, l2, w)))
     if optimizer == "gd":
         return _momentum_steps(lambda th: g(th, weights), theta, steps, lr, momentum)
-    if optimizer != "adam":
-        raise ValueError(f"unknown optimizer {optimizer!r}: use 'adam' or 'gd'")
     return _adam_steps(lambda th: g(th, weights), theta, steps, lr)
 
 
 def train_loop(forward: Callable, theta0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
                l2: float = 1e-2, steps: int = 200, lr: float = 0.05) -> torch.Tensor:
     """The naive baseline of :func:`train_ensemble`: the same Adam training, one model after another."""
+    theta0, weights, l2, steps, lr = _training_args(forward, theta0, X, y, weights, l2, steps, lr)
     out = []
     for w in weights:
         g = grad(lambda th: objective(forward, th, X, y, l2, w))
@@ -269,14 +423,26 @@ def train_loop(forward: Callable, theta0: torch.Tensor, X: torch.Tensor, y: torc
 
 def logreg_hessian(theta: torch.Tensor, X: torch.Tensor, l2: float) -> torch.Tensor:
     """Closed-form Hessian of R for logistic regression: H = (1/n) X̃ᵀ diag(p(1−p)) X̃ + l2·I, X̃ = [X, 1]."""
-    Xa = torch.cat([X, torch.ones(X.shape[0], 1, device=X.device)], 1)
-    p = torch.sigmoid(Xa @ theta)
-    return (Xa.T * (p * (1 - p))) @ Xa / X.shape[0] + l2 * torch.eye(Xa.shape[1], device=X.device)
+    theta, X = _tensor("theta", theta, dims=1), _tensor("X", X, dims=2)
+    if theta.shape[0] != X.shape[1] + 1:
+        raise ValueError(f"mismatched shapes: θ has {theta.shape[0]} entries but X has {X.shape[1]} features "
+                         f"(θ must hold {X.shape[1]} weights and one bias)")
+    l2 = _number("l2", l2, lo=0)
+    Xa = torch.cat([X, torch.ones(X.shape[0], 1, device=X.device, dtype=X.dtype)], 1)
+    p = torch.sigmoid(Xa @ theta.to(X))
+    return (Xa.T * (p * (1 - p))) @ Xa / X.shape[0] + l2 * torch.eye(Xa.shape[1], device=X.device, dtype=X.dtype)
 
 
 def hessian_matrix(fn: Callable, theta: torch.Tensor) -> torch.Tensor:
     """The exact Hessian ∇²fn(θ) [p, p] by ``torch.func.hessian`` (forward-over-reverse autodiff)."""
-    return hessian(fn)(theta)
+    _function("fn", fn)
+    theta = _tensor("theta", theta, dims=1)
+    H = hessian(fn)(theta)
+    if H.shape != (theta.numel(), theta.numel()):
+        raise ValueError(f"fn must return one number (the objective); its Hessian has shape {tuple(H.shape)}")
+    if not torch.isfinite(H).all():
+        raise ValueError("the Hessian contains NaN or inf: fn is not twice differentiable (or overflows) at θ")
+    return H
 
 
 def hvp_fn(fn: Callable, theta: torch.Tensor) -> Callable:
@@ -284,6 +450,8 @@ def hvp_fn(fn: Callable, theta: torch.Tensor) -> Callable:
 
     The returned function accepts one vector [p] or a batch [k, p] (vmapped).
     """
+    _function("fn", fn)
+    theta = _tensor("theta", theta, dims=1)
     g = grad(fn)
 
     def one(v):
@@ -292,6 +460,7 @@ def hvp_fn(fn: Callable, theta: torch.Tensor) -> Callable:
     batched = vmap(one)
 
     def hvp(v):
+        v = _tensor("v", v, dims=(1, 2))
         if v.shape[-1] != theta.shape[-1]:
             raise ValueError(f"mismatched shapes: vector has {v.shape[-1]} entries, θ has {theta.shape[-1]}")
         return one(v) if v.dim() == 1 else batched(v)
@@ -313,8 +482,14 @@ def conjugate_gradient(hvp: Callable, b: torch.Tensor, max_iter: int | None = No
 
     x₀ = 0, r₀ = p₀ = b; α = rᵀr / pᵀHp; x ← x + αp; r ← r − αHp; β = r_newᵀr_new / rᵀr; p ← r + βp.
     Exact after at most p steps in exact arithmetic. ``b`` may be [p] or a batch [k, p] (solved row by row
-    in parallel). Raises ValueError when pᵀHp ≤ 0 (H is not positive definite: add damping).
+    in parallel). Stops when ‖r‖ ≤ ``tol``·‖b‖ or after ``max_iter`` steps (default p). Raises ValueError when
+    pᵀHp ≤ 0 (H is not positive definite: add damping), and when b or a Hessian-vector product is not finite.
     """
+    _function("hvp", hvp)
+    b = _tensor("b", b, dims=(1, 2))
+    if max_iter is not None:
+        max_iter = _integer("max_iter", max_iter, lo=1)
+    tol = _number("tol", tol, lo=0)
     single = b.dim() == 1
     B = b.reshape(1, -1) if single else b
     x = torch.zeros_like(B)
@@ -326,7 +501,13 @@ def conjugate_gradient(hvp: Callable, b: torch.Tensor, max_iter: int | None = No
         active = rs.sqrt() > tol * scale
         if not active.any():
             break
-        Hp = hvp(p[0]).reshape(1, -1) if single else hvp(p)
+        Hp = hvp(p[0]) if single else hvp(p)
+        if not isinstance(Hp, torch.Tensor) or Hp.shape != (p.shape[1:] if single else p.shape):
+            raise ValueError(f"hvp must return H·v shaped like v {tuple(p.shape[1:] if single else p.shape)}, got "
+                             f"{tuple(Hp.shape) if isinstance(Hp, torch.Tensor) else type(Hp).__name__}")
+        Hp = Hp.reshape(p.shape)
+        if not torch.isfinite(Hp).all():
+            raise ValueError("hvp returned NaN or inf: the Hessian-vector product is not finite at this θ")
         curv = (p * Hp).sum(1)
         if (curv[active] <= 0).any():
             raise ValueError("conjugate gradient met pᵀHp ≤ 0: the Hessian is singular or indefinite here. "
@@ -350,8 +531,17 @@ def lissa(hvp: Callable, b: torch.Tensor, scale: float, damping: float = 0.0, de
     With ``batch_hvps`` (HVPs of minibatch Hessians) step j uses ``batch_hvps[j % len]``: the stochastic
     LiSSA of the paper; otherwise the full-batch ``hvp``.
     """
-    if scale <= 0:
+    _function("hvp", hvp)
+    b = _tensor("b", b, dims=(1, 2))
+    if _number("scale", scale) <= 0:
         raise ValueError(f"scale must be > 0 (larger than the largest eigenvalue of H), got {scale}")
+    damping = _number("damping", damping, lo=0)
+    depth = _integer("depth", depth, lo=1)
+    if batch_hvps is not None:
+        if not isinstance(batch_hvps, (list, tuple)) or not batch_hvps:
+            raise ValueError("batch_hvps must be a non-empty list of Hessian-vector-product functions (or None)")
+        for i, f in enumerate(batch_hvps):
+            _function(f"batch_hvps[{i}]", f)
     h = b.clone()
     for j in range(depth):
         Hh = (batch_hvps[j % len(batch_hvps)] if batch_hvps else hvp)(h)
@@ -367,7 +557,14 @@ def inverse_hvp(v: torch.Tensor, hessian: torch.Tensor | None = None, hvp: Calla
     """(H + λI)⁻¹ v by ``method`` = ``"exact"`` (needs ``hessian``; Cholesky solve), ``"cg"`` or ``"lissa"``
     (need ``hvp``, or take it from ``hessian``). v: [p] or [k, p]. Checks that H + λI is positive definite
     (exact) and says to add damping when it is not."""
+    v = _tensor("v", v, dims=(1, 2))
+    damping = _number("damping", damping, lo=0)
+    if method not in ("exact", "cg", "lissa"):
+        raise ValueError(f"unknown method {method!r}: use 'exact', 'cg' or 'lissa'")
+    if hvp is not None:
+        _function("hvp", hvp)
     if hessian is not None:
+        hessian = _tensor("hessian", hessian)
         if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
             raise ValueError(f"the Hessian must be a square matrix [p, p], got shape {tuple(hessian.shape)}")
         if hessian.shape[0] != v.shape[-1]:
@@ -390,26 +587,37 @@ def inverse_hvp(v: torch.Tensor, hessian: torch.Tensor | None = None, hvp: Calla
     damped = (lambda u: hvp(u) + damping * u) if damping else hvp
     if method == "cg":
         return conjugate_gradient(damped, v, **kwargs)
-    if method == "lissa":
-        return lissa(hvp, v, damping=damping, **kwargs)
-    raise ValueError(f"unknown method {method!r}: use 'exact', 'cg' or 'lissa'")
+    return lissa(hvp, v, damping=damping, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
 # Influence, self-influence, leave-one-out, TracIn
 
 
+def _example_args(forward, theta, X, y) -> None:
+    _function("forward", forward)
+    _tensor("theta", theta, dims=1)
+    X = _tensor("X", X)
+    if X.dim() < 2:
+        raise ValueError(f"X must hold one example per row ([n, features]), got shape {tuple(X.shape)}")
+    _labels("y", y, X.shape[0])
+
+
 def per_example_grads(forward: Callable, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇_θ L(z_i, θ) for every example at once, [n, p] (``torch.func.vmap`` over ``torch.func.grad``)."""
+    _example_args(forward, theta, X, y)
+
     def one(th, x, t):
         return per_example_loss(forward, th, x[None], t[None]).sum()
 
     return vmap(grad(one), in_dims=(None, 0, 0))(theta, X, y)
 
 
-def _check_grads(train_grads, test_grad):
+def _check_grads(train_grads, test_grad, names=("train_grads", "test_grad")):
+    _tensor(names[0], train_grads)
+    _tensor(names[1], test_grad, dims=(1, 2))
     if train_grads.dim() != 2:
-        raise ValueError(f"train_grads must be [n, p] (one gradient per training point), got {tuple(train_grads.shape)}")
+        raise ValueError(f"{names[0]} must be [n, p] (one gradient per training point), got {tuple(train_grads.shape)}")
     if test_grad.shape[-1] != train_grads.shape[-1]:
         raise ValueError(f"mismatched parameter and gradient shapes: test gradient has {test_grad.shape[-1]} entries, "
                          f"training gradients {train_grads.shape[-1]}; compute both at the same θ of the same model")
@@ -417,6 +625,8 @@ def _check_grads(train_grads, test_grad):
 
 def output_grads(forward: Callable, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇_θ of each example's correct-class margin (2y−1)·f(x), [n, p]: the gradients TRAK projects."""
+    _example_args(forward, theta, X, y)
+
     def one(th, x, t):
         return margins(forward, th, x[None], t[None]).sum()
 
@@ -433,6 +643,8 @@ def influence(train_grads: torch.Tensor, test_grad: torch.Tensor, hessian: torch
     the plain gradient dot product, for comparison).
     """
     _check_grads(train_grads, test_grad)
+    if method not in ("exact", "cg", "lissa", "identity"):
+        raise ValueError(f"unknown method {method!r}: use 'exact', 'cg', 'lissa' or 'identity'")
     if method == "identity":
         s_test = test_grad
     else:
@@ -445,7 +657,9 @@ def self_influence(train_grads: torch.Tensor, hessian: torch.Tensor, damping: fl
 
     Large for points the model must bend to fit, e.g. mislabeled ones (Koh & Liang 2017, section 5.4).
     """
-    _check_grads(train_grads, train_grads[0])
+    train_grads = _tensor("train_grads", train_grads, dims=2)
+    if hessian is None:
+        raise ValueError("self_influence needs the Hessian matrix (hessian=...), e.g. logreg_hessian(θ, X, l2)")
     return (inverse_hvp(train_grads, hessian=hessian, damping=damping) * train_grads).sum(1)
 
 
@@ -455,19 +669,36 @@ def leave_one_out(X: torch.Tensor, y: torch.Tensor, indices, l2: float = 1e-2, t
 
     All retrainings run as one batched Newton solve (warm-started at ``theta_full`` when given); returns [k, p].
     """
-    indices = torch.as_tensor(indices, device=X.device).reshape(-1)
-    if len(indices) and (indices.min() < 0 or indices.max() >= len(y)):
+    X = _tensor("X", X, dims=2)
+    _labels("y", y, X.shape[0])
+    if isinstance(indices, torch.Tensor):
+        indices = indices.reshape(-1)
+    elif isinstance(indices, (list, tuple, range, np.ndarray)):
+        indices = torch.as_tensor(np.asarray(indices).reshape(-1))
+    else:
+        raise TypeError(f"indices must be a list or tensor of training-point indices, got {type(indices).__name__}")
+    if indices.numel() == 0:
+        raise ValueError("indices is empty: name at least one training point to leave out")
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise TypeError(f"indices must be integers (positions of training points), got dtype {indices.dtype}")
+    indices = indices.to(X.device)
+    if indices.min() < 0 or indices.max() >= len(y):
         raise ValueError(f"indices must lie in [0, {len(y)}), got range [{int(indices.min())}, {int(indices.max())}]")
-    W = torch.ones(len(indices), len(y), device=X.device)
+    W = torch.ones(len(indices), len(y), device=X.device, dtype=X.dtype)
     W[torch.arange(len(indices)), indices] = 0
-    init = None if theta_full is None else theta_full.expand(len(indices), -1)
+    init = None if theta_full is None else _tensor("theta_full", theta_full, dims=1)
     return fit_logreg(X, y, l2, weights=W, iters=iters, init=init)
 
 
 def sgd_checkpoints(forward: Callable, theta0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, l2: float = 1e-2,
                     epochs: int = 10, lr: float = 0.5, batch_size: int = 32, seed: int = 0) -> tuple[list, list]:
     """Minibatch SGD on R(θ), keeping a checkpoint θ_t and its learning rate η_t after every epoch (for TracIn)."""
-    g = torch.Generator().manual_seed(seed)
+    _example_args(forward, theta0, X, y)
+    l2 = _number("l2", l2, lo=0)
+    epochs = _integer("epochs", epochs, lo=1)
+    lr = _number("lr", lr, lo=0, lo_open=True)
+    batch_size = _integer("batch_size", batch_size, lo=1)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     theta, ckpts, lrs = theta0.clone(), [], []
     step = grad(lambda th, xb, yb: objective(forward, th, xb, yb, l2))
     for _ in range(epochs):
@@ -486,7 +717,14 @@ def tracin(train_grads: torch.Tensor, test_grads: torch.Tensor, lrs) -> torch.Te
     train_grads: [T, n, p] per-example gradients at T checkpoints; test_grads: [T, p] or [T, m, p];
     lrs: T learning rates. Returns [n] or [m, n]. Positive = z_i is a proponent (its steps lowered the test loss).
     """
-    lrs = torch.as_tensor(lrs, dtype=train_grads.dtype, device=train_grads.device)
+    train_grads = _tensor("train_grads", train_grads, dims=3)
+    test_grads = _tensor("test_grads", test_grads, dims=(2, 3))
+    try:
+        lrs = torch.as_tensor(lrs, dtype=train_grads.dtype, device=train_grads.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"lrs must be a list of learning rates (numbers), got {type(lrs).__name__}") from None
+    if lrs.dim() != 1 or not torch.isfinite(lrs).all() or (lrs <= 0).any():
+        raise ValueError("lrs must be a 1-D list of positive, finite learning rates (one per checkpoint)")
     if train_grads.dim() != 3 or test_grads.shape[0] != train_grads.shape[0] or len(lrs) != train_grads.shape[0]:
         raise ValueError("train_grads must be [T, n, p], test_grads [T, (m,) p] and lrs of length T (one per checkpoint)")
     if test_grads.shape[-1] != train_grads.shape[-1]:
@@ -500,16 +738,21 @@ def tracin(train_grads: torch.Tensor, test_grads: torch.Tensor, lrs) -> torch.Te
 # Datamodels, LDS, TRAK
 
 
-def random_subsets(n: int, m: int, alpha: float = 0.5, seed: int = 0, device=None) -> torch.Tensor:
-    """m random subsets of {0..n−1}, each of exactly round(αn) points, as a 0/1 float mask [m, n]."""
-    if not (isinstance(alpha, (float, int)) and 0 < alpha < 1):
+def random_subsets(n: int, m: int, alpha: float = 0.5, seed: int = 0, device=None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """m random subsets of {0..n−1}, each of exactly round(αn) points, as a 0/1 mask [m, n] of ``dtype``
+    (match it to the data: float64 data needs float64 masks to multiply them)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (float, int)) or not 0 < alpha < 1:
         raise ValueError(f"the subset fraction α must lie strictly between 0 and 1, got {alpha!r}")
+    n, m = _integer("n", n), _integer("m", m)
     if n < 2 or m < 1:
         raise ValueError(f"need n ≥ 2 training points and m ≥ 1 subsets, got n={n}, m={m}")
-    g = torch.Generator().manual_seed(seed)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch dtype (torch.float32, torch.float64), got {dtype!r}")
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     k = max(1, min(n - 1, round(alpha * n)))
     idx = torch.rand(m, n, generator=g).argsort(1)[:, :k]
-    mask = torch.zeros(m, n)
+    mask = torch.zeros(m, n, dtype=dtype)
     mask.scatter_(1, idx, 1.0)
     return mask.to(get_device(device))
 
@@ -522,12 +765,14 @@ def fit_datamodels(masks: torch.Tensor, outputs: torch.Tensor, l1: float = 1e-3)
     """
     from sklearn.linear_model import Lasso
 
+    masks = _tensor("masks", masks, dims=2)
+    outputs = _tensor("outputs", outputs, dims=(1, 2))
     if masks.shape[0] != outputs.shape[0]:
         raise ValueError(f"masks [m, n] and outputs [m, k] must have the same m, got {masks.shape[0]} and {outputs.shape[0]}")
-    if l1 <= 0:
+    if _number("l1", l1) <= 0:
         raise ValueError("l1 must be > 0 (use a small value such as 1e-3); without it the fit is ordinary least squares")
     A = masks.detach().cpu().double().numpy()
-    Y = outputs.detach().cpu().double().numpy()
+    Y = outputs.detach().cpu().double().numpy().reshape(len(A), -1)
     W, b = [], []
     for j in range(Y.shape[1]):
         las = Lasso(alpha=l1, max_iter=5000, tol=1e-6).fit(A, Y[:, j])
@@ -545,6 +790,8 @@ def lds(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     A constant column (of either) has no ranking, so its correlation is undefined: that raises ``ValueError``
     naming the column instead of averaging a NaN.
     """
+    predicted = _tensor("predicted", predicted, dims=(1, 2))
+    actual = _tensor("actual", actual, dims=(1, 2))
     if predicted.shape != actual.shape:
         raise ValueError(f"predicted and actual must have the same shape [subsets, test inputs], got "
                          f"{tuple(predicted.shape)} and {tuple(actual.shape)}")
@@ -570,8 +817,12 @@ def trak(train_out_grads: torch.Tensor, test_out_grads: torch.Tensor, q: torch.T
     minus the probability of the correct label). Average the scores over several models for an ensemble.
     train_out_grads: [n, p]; test_out_grads: [m, p]; q: [n]. Returns [m, n].
     """
-    _check_grads(train_out_grads, test_out_grads)
-    g = torch.Generator().manual_seed(seed)
+    _check_grads(train_out_grads, test_out_grads, ("train_out_grads", "test_out_grads"))
+    q = _tensor("q", q, dims=1)
+    if q.shape[0] != train_out_grads.shape[0]:
+        raise ValueError(f"q must hold one weight 1 − p_i per training point ({train_out_grads.shape[0]}), got {q.shape[0]}")
+    proj_dim = _integer("proj_dim", proj_dim, lo=1)
+    g = torch.Generator().manual_seed(_integer("seed", seed))
     P = (torch.randn(train_out_grads.shape[1], proj_dim, generator=g) / math.sqrt(proj_dim)).to(train_out_grads)
     Phi, phi = train_out_grads @ P, test_out_grads @ P
     K = Phi.T @ Phi

@@ -167,3 +167,43 @@ def test_device_default_follows_runtime(linear):
     model, x = linear
     out = A.attribute(model, x, 0, "saliency")
     assert out.device.type == A.get_device().type
+
+
+# -- the issue's silent results, and the signed/absolute saliency and infidelity conventions ---------------------
+
+
+def test_nan_inputs_are_refused_instead_of_giving_a_finite_map(linear):
+    model, x = linear
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    for method in ("saliency", "gradient", "integrated_gradients", "occlusion"):
+        with pytest.raises(ValueError, match="inputs contains NaN"):
+            A.attribute(model, bad, 0, method, device="cpu")
+    with pytest.raises(ValueError, match="baseline"):
+        A.attribute(model, x, 0, "integrated_gradients", baseline=torch.full_like(x, float("inf")), device="cpu")
+
+
+def test_signed_gradient_is_saliency_without_the_absolute_value(linear):
+    model, x = linear
+    t = torch.tensor([0, 1, 2, 0])
+    w = model[1].weight.detach()[t].reshape(4, 1, 2, 3)
+    signed = A.attribute(model, x, t, "gradient", device="cpu")
+    assert torch.allclose(signed, w, atol=1e-6)
+    assert torch.allclose(A.attribute(model, x, t, "saliency", device="cpu"), signed.abs(), atol=1e-6)
+
+
+def test_infidelity_conventions_against_closed_forms(linear):
+    """On a linear model f(x) − f(x − I) = Iᵀw exactly, so the signed gradient has infidelity 0 under both
+    conventions; |w| does not, and without normalisation a rescaled gradient pays (c − 1)² E[(Iᵀw)²]."""
+    model, x = linear
+    t = torch.tensor([0, 1, 2, 0])
+    w = model[1].weight.detach()[t].reshape(4, 1, 2, 3)
+    for normalize in (True, False):
+        assert A.infidelity_score(model, x, t, w, normalize=normalize, device="cpu").abs().max() < 1e-7  # float32 round-off
+    assert A.infidelity_score(model, x, t, 3 * w, normalize=True, device="cpu").abs().max() < 1e-7  # scale fitted away
+    raw = A.infidelity_score(model, x, t, 3 * w, noise_std=0.1, n_perturb=4000, normalize=False, device="cpu")
+    expected = 4 * 0.01 * (w.flatten(1) ** 2).sum(1)  # (3 − 1)² σ² ‖w‖²
+    assert torch.allclose(raw, expected, rtol=0.1)
+    assert (A.infidelity_score(model, x, t, w.abs(), normalize=True, device="cpu") > 1e-4).all()
+    with pytest.raises(TypeError, match="normalize"):
+        A.infidelity_score(model, x, t, w, normalize="yes", device="cpu")

@@ -146,3 +146,41 @@ def test_other_bad_inputs():
         concepts.train_cbm(torch.ones(4, 100), torch.ones(4, 8), torch.ones(4), mode="end-to-end")
     with pytest.raises(ValueError, match="mismatched"):
         concepts.directional_derivatives(torch.ones(3, 4), torch.ones(5))
+
+
+# -- the silent result, and the logit vs log-probability TCAV ------------------------------------------
+
+
+def test_a_zero_cav_is_refused_instead_of_scoring_zero():
+    grads = torch.randn(5, 4)
+    with pytest.raises(ValueError, match="zero vector"):
+        concepts.tcav_score(grads, torch.zeros(4))
+    with pytest.raises(ValueError, match="grads contains NaN"):
+        concepts.tcav_score(torch.full((5, 4), float("nan")), torch.ones(4))
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        concepts.cav(torch.ones(6, 3), torch.ones(6, 3))
+
+
+def test_output_view_shift_leaves_probabilities_but_moves_logit_tcav():
+    d = concepts.planted_concepts(300, noise=0.5, seed=0, device="cpu")
+    model = concepts.train_blackbox(d["X"], d["y"], hidden=16, epochs=150, seed=0)
+    x = d["X"][:50]
+    logits = concepts.output_view(model)
+    assert torch.allclose(torch.log_softmax(logits(x), -1), model(x), atol=1e-6)
+    h = model.layer2(model.layer1(x)).detach()
+    v = torch.randn(16, generator=torch.Generator().manual_seed(1))
+    shift = 5.0 * v
+    shifted = concepts.output_view(model, shift=shift)
+    shifted_logp = concepts.output_view(model, output="log_prob", shift=shift)
+    with torch.no_grad():
+        assert torch.allclose(shifted(x), logits(x) + (h @ shift)[:, None], atol=1e-4)  # every logit moves by s·h
+        assert torch.allclose(shifted_logp(x), model(x), atol=1e-5)  # the probabilities do not
+    # at layer2 (followed by a linear output) ∇_h z_1 = w_1 (+ s): a closed form for the logit TCAV score
+    w1 = model.out.weight[1].detach()
+    grad_z1 = lambda m: torch.autograd.grad(m.out(hh := h.clone().requires_grad_(True))[:, 1].sum()  # noqa: E731
+                                            + (hh @ m.shift).sum(), hh)[0]
+    assert torch.allclose(grad_z1(shifted), (w1 + shift).expand(50, -1), atol=1e-5)
+    assert concepts.tcav_score(grad_z1(shifted), v) == float((w1 + shift) @ v > 0)
+    assert concepts.tcav_score(grad_z1(shifted), v) == 1.0  # 5‖v‖² outweighs w₁·v
+    with pytest.raises(TypeError, match="train_blackbox"):
+        concepts.output_view(torch.nn.Linear(3, 2))

@@ -162,3 +162,23 @@ def test_greedy_visual_counterfactual_against_exhaustive_search():
         CF.greedy_visual_counterfactual(model, q, d, cq, device="cpu")
     with pytest.raises(ValueError, match="out of range"):
         CF.greedy_visual_counterfactual(model, q, d, 7, device="cpu")
+
+
+def test_step_bounds_refuses_lower_above_upper_and_other_bad_ranges():
+    args = dict(x=torch.tensor([42.0, 3.0]), lower=torch.tensor([10.0, 0.0]), upper=torch.tensor([200.0, 4.0]),
+                step=torch.tensor([5.0, 1.0]), mutable=torch.tensor([True, True]), direction=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"lower must not exceed upper: feature\(s\) \[1\]"):
+        CF.step_bounds(**{**args, "lower": torch.tensor([10.0, 5.0])})
+    with pytest.raises(ValueError, match="step must be > 0"):
+        CF.step_bounds(**{**args, "step": torch.tensor([5.0, -1.0])})
+    with pytest.raises(ValueError, match="x contains NaN"):
+        CF.step_bounds(**{**args, "x": torch.tensor([float("nan"), 3.0])})
+    with pytest.raises(ValueError, match="direction must be"):
+        CF.step_bounds(**{**args, "direction": torch.tensor([0, 2])})
+    with pytest.raises(TypeError, match="mutable must be a bool"):
+        CF.step_bounds(**{**args, "mutable": torch.tensor([1.0, 1.0])})
+    # equal bounds are a legal (one-point) range
+    assert CF.step_bounds(**{**args, "lower": torch.tensor([42.0, 3.0]), "upper": torch.tensor([42.0, 3.0])}).tolist() \
+        == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="must not exceed upper"):
+        CF.Feature("income", "k$", 200, 10, 5)

@@ -176,3 +176,47 @@ def test_device_default_follows_runtime(task):
     d, *_ = task
     assert d["X_train"].device.type == "cpu"
     assert da.random_subsets(5, 2, device="cpu").device.type == "cpu"
+
+
+# -- the silent results: NaN through CG, float64 data, constant LDS columns ---------------------------
+
+
+def test_conjugate_gradient_refuses_nan_instead_of_returning_zeros():
+    H = torch.diag(torch.tensor([2.0, 1.0, 0.5]))
+    for b in (torch.tensor([1.0, float("nan"), 0.0]), torch.tensor([[1.0, 0.0, 0.0], [float("inf"), 0.0, 1.0]])):
+        with pytest.raises(ValueError, match="b contains NaN or inf"):
+            da.conjugate_gradient(lambda v: v @ H, b)
+    with pytest.raises(ValueError, match="hvp returned NaN"):
+        da.conjugate_gradient(lambda v: v * float("nan"), torch.ones(3))
+    # b = 0 is fine and gives x = 0
+    assert torch.equal(da.conjugate_gradient(lambda v: v @ H, torch.zeros(3)), torch.zeros(3))
+
+
+def test_float64_data_works_throughout(task):
+    d, X32, y32, l2, theta32 = task
+    X, y = X32.double(), y32.double()
+    theta = da.fit_logreg(X, y, l2)
+    assert theta.dtype == torch.float64 and torch.allclose(theta.float(), theta32, atol=1e-4)
+    # the float64 optimum is tighter: its gradient is at float64 round-off
+    g = torch.func.grad(lambda t: da.objective(da.logreg_forward, t, X, y, l2))(theta)
+    assert g.norm() < 1e-10
+    loo = da.leave_one_out(X, y, [0, 5], l2, theta_full=theta)
+    assert loo.dtype == torch.float64
+    assert torch.allclose(loo[1], da.fit_logreg(X, y, l2, weights=(torch.arange(len(y)) != 5).double()), atol=1e-10)
+    masks = da.random_subsets(len(y), 3, seed=0, dtype=torch.float64)
+    assert masks.dtype == torch.float64 and torch.equal(masks.float(), da.random_subsets(len(y), 3, seed=0))
+    assert da.fit_logreg(X, y, l2, weights=masks).dtype == torch.float64
+    H = da.logreg_hessian(theta, X, l2)
+    assert H.dtype == torch.float64
+    G = da.per_example_grads(da.logreg_forward, theta, X, y)
+    assert da.influence(G, G[0], hessian=H).dtype == torch.float64
+
+
+def test_lds_refuses_a_constant_column_instead_of_nan():
+    good = torch.randn(10, 2)
+    const = good.clone()
+    const[:, 1] = 0.3
+    with pytest.raises(ValueError, match="test input 1.*constant"):
+        da.lds(const, good)
+    with pytest.raises(ValueError, match="test input 1.*constant"):
+        da.lds(good, const)
