@@ -1,10 +1,10 @@
 """The notebook machinery: stamped cells match the template, student versions are fresh and run.
 
 The complete notebooks themselves are run by nbval (``pytest`` collects ``notebooks/*.ipynb`` with
-``--nbval``; outputs are compared after ``tests/sanitize.cfg``). Student versions differ from the complete
-ones only in their exercise cells, whose checks hand back the reference implementation; to keep the suite
-inside CI's time, each student version runs its setup, import, exercise and check cells in isolation.
-Set ``LABKIT_FULL_STUDENT_RUNS=1`` to run every student version top to bottom instead.
+``--nbval``; outputs are compared after ``tests/sanitize.cfg``). Every student version runs top to bottom, as
+a student's "Run all" would: each check must say its exercise is not done yet (``⧗``) and lend the reference, so
+the rest of the notebook runs. ``LABKIT_QUICK_STUDENT_RUNS=1`` runs only their setup, import, exercise and check
+cells, in isolation (a quick pass while editing).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tools import course, notebooks
 
 ROOT = notebooks.repo_root()
 COMPLETE = notebooks.complete_notebooks(ROOT)
-FULL = os.environ.get("LABKIT_FULL_STUDENT_RUNS", "") not in ("", "0")
+FULL = os.environ.get("LABKIT_QUICK_STUDENT_RUNS", "") in ("", "0")
 
 
 def test_every_catalogue_entry_is_unique_and_named_by_number():
