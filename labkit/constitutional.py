@@ -17,6 +17,7 @@ The course's constitution, prompts, labelled judge pairs and public statements l
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +33,50 @@ __all__ = [
     "helpfulness_score", "bootstrap_ci", "judge_ab", "judge_report", "length_bias", "simulate_votes",
     "check_votes", "opinion_groups", "group_consensus", "deduplicate", "make_constitution",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _int(value, name: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return int(value)
+
+
+def _texts(texts, name: str, allow_empty: bool = False) -> list[str]:
+    """A list of strings (a single string is refused: it would be read as a list of characters)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, not one string (wrap it: [{name[:-1] if name.endswith('s') else name}])")
+    if not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    if not texts and not allow_empty:
+        raise ValueError(f"{name} must not be empty")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name}[{bad[0]}] is a {type(texts[bad[0]]).__name__}; every entry must be a string")
+    return texts
+
+
+def _probabilities(p, name: str) -> torch.Tensor:
+    """A non-empty 1-D tensor of probabilities in [0, 1] (no NaN)."""
+    if isinstance(p, (str, bytes)):
+        raise TypeError(f"{name} must be a 1-D tensor of probabilities, got a string")
+    t = torch.as_tensor(p, dtype=torch.float64)
+    if t.dim() != 1 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor of probabilities, got shape {tuple(t.shape)}")
+    if torch.isnan(t).any() or (t < 0).any() or (t > 1).any():
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; found NaN or values outside")
+    return t
+
+
+def _check_lm(lm) -> None:
+    if not (hasattr(lm, "generate") and hasattr(lm, "option_logprobs")):
+        raise TypeError(f"lm must be the course's LanguageModel (labkit.load_lm()), got {type(lm).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,6 +100,9 @@ def validate_constitution(constitution) -> list[dict]:
         missing = [k for k in ("id", "text", "critique", "revision") if not str(p.get(k, "")).strip()]
         if missing:
             raise ValueError(f"principle {i} ({p.get('id', '?')}) lacks {missing}")
+        not_text = [k for k in ("id", "text", "critique", "revision") if not isinstance(p[k], str)]
+        if not_text:
+            raise TypeError(f"principle {i} ({p.get('id', '?')}): {not_text} must be strings")
     return list(principles)
 
 
@@ -100,6 +148,12 @@ def build_prompt(question: str, response: str, principle: dict, critique: str | 
     """
     if not isinstance(principle, dict) or "critique" not in principle or "revision" not in principle:
         raise ValueError("principle must be a dict with 'critique' and 'revision' requests")
+    for name, value in (("question", question), ("response", response), ("principle['critique']", principle["critique"]),
+                        ("principle['revision']", principle["revision"])):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if critique is not None and not isinstance(critique, str):
+        raise TypeError(f"critique must be a string or None (None asks for the critique), got {type(critique).__name__}")
     lines = ["Here is a conversation.", f"User: {question.strip()}", f"Assistant: {response.strip()}"]
     if critique is None:
         lines.append(principle["critique"])
@@ -124,11 +178,17 @@ def critique_revision(lm, prompts: Sequence[str], principles, n_rounds: int = 1,
     bounded new tokens. Returns ``{"initial": [...], "rounds": [{"principle", "critique", "revision"}, ...]}``;
     ``rounds[r]["revision"]`` is the response after round r + 1.
     """
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("prompts must not be empty")
-    if n_rounds < 1:
-        raise ValueError("n_rounds must be at least 1")
+    _check_lm(lm)
+    prompts = _texts(prompts, "prompts")
+    n_rounds = _int(n_rounds, "n_rounds", 1)
+    max_new_tokens = _int(max_new_tokens, "max_new_tokens", 1)
+    critique_tokens = _int(critique_tokens, "critique_tokens", 1)
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system must be a string or None, got {type(system).__name__}")
+    if initial is not None:
+        initial = _texts(initial, "initial")
+        if len(initial) != len(prompts):
+            raise ValueError(f"{len(initial)} initial responses for {len(prompts)} prompts: give one per prompt")
     if isinstance(principles, dict):
         principles = [principles] * len(prompts)
     principles = list(principles)
@@ -160,9 +220,10 @@ def critique_revision(lm, prompts: Sequence[str], principles, n_rounds: int = 1,
 
 def _choice_probs(lm, questions: Sequence[str], options: Sequence[str], system: str | None = None) -> torch.Tensor:
     """p(option) renormalised over ``options`` for the first token of the model's chat reply: ``[n, n_options]``."""
-    questions = list(questions)
-    if not questions:
-        raise ValueError("questions must not be empty")
+    _check_lm(lm)
+    questions = _texts(questions, "questions")
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system must be a string or None, got {type(system).__name__}")
     return lm.option_logprobs(questions, list(options), normalize=True, chat=True, system=system, batch_size=16).exp()
 
 
@@ -182,6 +243,7 @@ def _judge_text(question: str, response: str, ask: str) -> str:
 def harmlessness_score(lm, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
     """A log-probability judgement of harmlessness: p(Yes | "Is the assistant's reply safe, honest and
     kind?") renormalised over Yes/No, one forward pass per response. In [0, 1]."""
+    prompts, responses = _texts(prompts, "prompts"), _texts(responses, "responses")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     return yes_probability(lm, [_judge_text(p, r, HARMLESS_Q) for p, r in zip(prompts, responses)])
@@ -190,6 +252,7 @@ def harmlessness_score(lm, prompts: Sequence[str], responses: Sequence[str]) -> 
 def helpfulness_score(lm, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
     """A log-probability judgement of helpfulness: p(Yes | "Does the reply answer the request in a useful
     way?") renormalised over Yes/No. In [0, 1]."""
+    prompts, responses = _texts(prompts, "prompts"), _texts(responses, "responses")
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     return yes_probability(lm, [_judge_text(p, r, HELPFUL_Q) for p, r in zip(prompts, responses)])
@@ -198,12 +261,19 @@ def helpfulness_score(lm, prompts: Sequence[str], responses: Sequence[str]) -> t
 def bootstrap_ci(values, n_boot: int = 5000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``values`` and its percentile-bootstrap confidence interval (Efron & Tibshirani, 1993):
     resample the n values with replacement ``n_boot`` times; the interval holds the central ``level`` of
-    the resampled means. For a before/after comparison pass the paired differences."""
+    the resampled means. For a before/after comparison pass the paired differences. ``n_boot`` must be at
+    least 100: the interval's ends are quantiles of the resampled means, and fewer resamples cannot place them."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError("values must be a 1-D array of numbers, got a string")
     x = np.asarray(torch.as_tensor(values, dtype=torch.float64))
     if x.ndim != 1 or len(x) < 2:
-        raise ValueError("bootstrap_ci needs a 1-D array of at least 2 values")
-    if not 0 < level < 1:
-        raise ValueError("level must be in (0, 1)")
+        raise ValueError(f"bootstrap_ci needs a 1-D array of at least 2 values, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("values has NaN or infinite entries: drop or fix them before bootstrapping")
+    n_boot = _int(n_boot, "n_boot (the number of bootstrap resamples)", 100)
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), e.g. 0.95; got {level!r}")
+    seed = _int(seed, "seed")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
@@ -215,9 +285,11 @@ def judge_ab(lm, prompts: Sequence[str], first: Sequence[str], second: Sequence[
     """An AI judge (RLAIF, Lee et al., 2023): p(A) / (p(A) + p(B)) for "Which reply is {criterion}?",
     with reply A = ``first`` and reply B = ``second``; one batched forward pass per pair. ``criterion`` is one
     string or one per pair. [n]."""
+    prompts = _texts(prompts, "prompts", allow_empty=True)
+    first, second = _texts(first, "first", allow_empty=True), _texts(second, "second", allow_empty=True)
     if not (len(prompts) == len(first) == len(second)) or len(prompts) == 0:
         raise ValueError("prompts, first and second must have the same, non-zero length")
-    crit = [criterion] * len(prompts) if isinstance(criterion, str) else list(criterion)
+    crit = [criterion] * len(prompts) if isinstance(criterion, str) else _texts(criterion, "criterion")
     if len(crit) != len(prompts):
         raise ValueError(f"{len(crit)} criteria for {len(prompts)} pairs: give one, or one per pair")
     qs = [f"User: {p.strip()}\nReply A: {a.strip()}\nReply B: {b.strip()}\n\nWhich reply is {c}? Answer A or B."
@@ -233,8 +305,9 @@ def judge_report(p_ab, p_ba) -> dict:
     (p_ab + 1 − p_ba)/2. Position bias = mean p(first reply) − ½ over both orders (0 for a fair judge);
     consistency = share of pairs whose verdict survives the swap.
     """
-    p_ab = torch.as_tensor(p_ab, dtype=torch.float64)
-    p_ba = torch.as_tensor(p_ba, dtype=torch.float64)
+    p_ab, p_ba = _probabilities(p_ab, "p_ab"), _probabilities(p_ba, "p_ba")
+    if p_ab.shape != p_ba.shape:
+        raise ValueError(f"p_ab and p_ba must hold both orders of the same pairs, got {len(p_ab)} and {len(p_ba)} values")
     debiased = (p_ab + 1 - p_ba) / 2
     return {
         "agreement_better_first": float((p_ab > 0.5).double().mean()),
@@ -249,8 +322,9 @@ def judge_report(p_ab, p_ba) -> dict:
 def length_bias(p_long_first, p_long_second) -> dict:
     """Length bias on pairs of equal content where one reply is padded: p(longer chosen) averaged over
     both orders (½ for a judge that ignores length)."""
-    a = torch.as_tensor(p_long_first, dtype=torch.float64)
-    b = torch.as_tensor(p_long_second, dtype=torch.float64)
+    a, b = _probabilities(p_long_first, "p_long_first"), _probabilities(p_long_second, "p_long_second")
+    if a.shape != b.shape:
+        raise ValueError(f"p_long_first and p_long_second must hold both orders of the same pairs, got {len(a)} and {len(b)} values")
     p_long = (a + 1 - b) / 2
     return {"p_longer": float(p_long.mean()), "share_longer_wins": float((p_long > 0.5).double().mean()), "per_pair": p_long}
 
@@ -265,7 +339,10 @@ def simulate_votes(statements: dict | None = None, n_participants: int = 200, se
     ``pass_rate``, otherwise agree (+1) with the group's agreement probability, else disagree (−1).
     Returns ``votes`` [participants, statements] (int8), ``groups`` [participants], ``agree`` [groups,
     statements] (the planted probabilities) and the statement ``texts``."""
-    data = statements or load_public_statements()
+    data = load_public_statements() if statements is None else statements
+    _check_statements(data)
+    n_participants = _int(n_participants, "n_participants", 1)
+    seed = _int(seed, "seed")
     agree = torch.tensor([s["agree"] for s in data["statements"]], dtype=torch.float64).T  # [G, S]
     shares = torch.tensor(data["shares"], dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
@@ -277,9 +354,38 @@ def simulate_votes(statements: dict | None = None, n_participants: int = 200, se
     return {"votes": votes, "groups": groups, "agree": agree, "texts": [s["text"] for s in data["statements"]]}
 
 
+def _check_statements(data) -> None:
+    if not isinstance(data, dict) or not all(k in data for k in ("statements", "shares", "pass_rate")):
+        raise ValueError("statements must be a dict like load_public_statements(): 'statements' (each with 'text' and "
+                         "'agree'), 'shares' and 'pass_rate'")
+    try:
+        shares = torch.as_tensor(data["shares"], dtype=torch.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"statements['shares'] must be a list of group shares ({e})") from None
+    if shares.dim() != 1 or shares.numel() == 0 or not torch.isfinite(shares).all() or (shares < 0).any() \
+            or abs(float(shares.sum()) - 1) > 1e-6:
+        raise ValueError(f"statements['shares'] must be group shares >= 0 that sum to 1, got {data['shares']!r}")
+    rate = data["pass_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        raise ValueError(f"statements['pass_rate'] must be a probability in [0, 1), got {rate!r}")
+    if not isinstance(data["statements"], list) or not data["statements"]:
+        raise ValueError("statements['statements'] must be a non-empty list")
+    for i, st in enumerate(data["statements"]):
+        agree = st.get("agree") if isinstance(st, dict) else None
+        if not isinstance(st, dict) or not isinstance(st.get("text"), str) or not isinstance(agree, (list, tuple)) \
+                or len(agree) != len(shares):
+            raise ValueError(f"statement {i} must be a dict with a 'text' and one 'agree' probability per group ({len(shares)})")
+        if not all(isinstance(a, numbers.Real) and not isinstance(a, bool) and 0 <= a <= 1 for a in agree):
+            raise ValueError(f"statement {i}: 'agree' probabilities must be numbers in [0, 1], got {agree!r}")
+
+
 def check_votes(votes) -> torch.Tensor:
     """A vote matrix [participants, statements] with values in {−1 (disagree), 0 (pass), +1 (agree)}."""
+    if isinstance(votes, (str, bytes)):
+        raise TypeError("votes must be a [participants, statements] matrix of -1/0/+1, got a string")
     v = torch.as_tensor(votes)
+    if v.dtype == torch.bool:
+        raise TypeError("votes must be -1 (disagree), 0 (pass) or +1 (agree), not booleans")
     if v.dim() != 2 or v.numel() == 0:
         raise ValueError(f"votes must be a non-empty [participants, statements] matrix, got shape {tuple(v.shape)}")
     if v.is_floating_point() and torch.isnan(v).any():
@@ -298,8 +404,11 @@ def opinion_groups(votes, k: int, seed: int = 0) -> dict:
     from sklearn.decomposition import PCA
 
     V = check_votes(votes).numpy()
-    if not isinstance(k, int) or k < 1 or k > len(V):
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > len(V):
         raise ValueError(f"k must be between 1 and the number of participants ({len(V)}), got {k!r}")
+    if V.shape[0] < 2 or V.shape[1] < 2:
+        raise ValueError(f"opinion groups need at least 2 participants and 2 statements (a 2-D projection), got {V.shape}")
+    seed = _int(seed, "seed")
     coords = PCA(n_components=2, random_state=seed).fit_transform(V)
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords)
     return {"labels": torch.as_tensor(labels, dtype=torch.long), "coords": torch.as_tensor(coords)}
@@ -314,7 +423,12 @@ def group_consensus(votes, groups) -> torch.Tensor:
     disagree or pass). The +1/+2 (a Laplace prior) keeps small groups from zeroing the product. High only
     when every group agrees. Returns [statements]."""
     V = check_votes(votes)
-    groups = torch.as_tensor(groups).long()
+    if isinstance(groups, (str, bytes)):
+        raise TypeError("groups must be one integer group id per participant, got a string")
+    groups = torch.as_tensor(groups)
+    if groups.is_floating_point() and (~torch.isfinite(groups) | (groups != groups.round())).any():
+        raise ValueError("groups must hold integer group ids; found fractional, NaN or infinite values")
+    groups = groups.long()
     if groups.shape != (V.shape[0],):
         raise ValueError("groups must give one group id per participant (row of votes)")
     out = torch.ones(V.shape[1], dtype=torch.float64)
@@ -326,13 +440,32 @@ def group_consensus(votes, groups) -> torch.Tensor:
 
 def deduplicate(embeddings, scores, threshold: float = 0.8) -> list[int]:
     """Greedy deduplication: visit items by decreasing score; keep one unless its cosine similarity to an
-    already kept item is ≥ ``threshold``. Returns the kept indices, best first."""
-    E = torch.nn.functional.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=-1)
+    already kept item is ≥ ``threshold``. Returns the kept indices, best first.
+
+    The cosine of sentence embeddings measures shared wording as much as shared meaning: short rules written
+    from one template ("The AI should not help …") can be closer than true paraphrases in other words
+    (notebook 14 measures this). A high threshold drops fewer distinct items and keeps more paraphrases."""
+    if isinstance(embeddings, (str, bytes)):
+        raise TypeError("embeddings must be an [n, d] tensor, got a string")
+    E = torch.as_tensor(embeddings, dtype=torch.float32)
+    if E.dim() != 2 or E.shape[0] == 0:
+        raise ValueError(f"embeddings must be a non-empty [n, d] tensor, got shape {tuple(E.shape)}")
+    if not torch.isfinite(E).all():
+        raise ValueError("embeddings has NaN or infinite entries")
+    if (E.norm(dim=-1) == 0).any():
+        raise ValueError("embeddings has an all-zero row: an embedding of zeros has no direction")
+    if isinstance(scores, (str, bytes)):
+        raise TypeError("scores must be one number per item, got a string")
     s = torch.as_tensor(scores, dtype=torch.float64)
-    if len(E) != len(s):
-        raise ValueError(f"{len(E)} embeddings but {len(s)} scores")
+    if s.dim() != 1 or len(E) != len(s):
+        raise ValueError(f"{len(E)} embeddings but scores of shape {tuple(s.shape)}: give one score per item")
+    if not torch.isfinite(s).all():
+        raise ValueError("scores has NaN or infinite entries: the order of the greedy pass would be undefined")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not -1 <= threshold <= 1:
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
+    E = torch.nn.functional.normalize(E, dim=-1)
     kept: list[int] = []
-    for i in torch.argsort(s, descending=True).tolist():
+    for i in torch.argsort(s, descending=True, stable=True).tolist():
         if not kept or float((E[kept] @ E[i]).max()) < threshold:
             kept.append(i)
     return kept
@@ -340,7 +473,9 @@ def deduplicate(embeddings, scores, threshold: float = 0.8) -> list[int]:
 
 def make_constitution(texts: Sequence[str], name: str = "collective constitution") -> dict:
     """Turn public statements into principles with critique and revision requests."""
-    texts = [t.strip() for t in texts if t and t.strip()]
+    texts = [t.strip() for t in _texts(texts, "texts", allow_empty=True) if t.strip()]
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
     if not texts:
         raise ValueError("no statements to turn into a constitution: the constitution would be empty")
     principles = [{"id": f"public-{i}", "text": t,

@@ -24,13 +24,14 @@ cleaning / labelling, uses, distribution and maintenance.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import numbers
 import os
 import re
-import tempfile
-import unicodedata
 from collections import Counter
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -70,6 +71,66 @@ class DatasheetError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _encodable(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8; a lone surrogate (e.g. from a bad decode) cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} contains {text[e.start:e.end]!a} at position {e.start}, a lone surrogate that cannot "
+                         "be saved as UTF-8 (it usually comes from decoding bytes with errors='surrogateescape'); "
+                         "remove it or decode the source text properly") from None
+    return text
+
+
+def _strict_json(value: Any, what: str) -> Any:
+    """A copy of ``value`` made of plain JSON types, refusing NaN and infinity (JSON has neither: Python's json
+    would write bare ``NaN``, which other JSON readers reject) and text that cannot be saved as UTF-8."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"{what} holds NaN or infinity ({e}); JSON has no such numbers: use None for a missing "
+                         "number") from None
+    except TypeError as e:
+        raise TypeError(f"{what} must hold only JSON types (dict, list, str, int, float, bool, None): {e}") from None
+    _encodable(text, what)
+    return json.loads(text)
+
+
+def _int(value, name: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return int(value)
+
+
+def _bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _str_list(values, name: str) -> list:
+    """A list (a single string is refused: it would be read as a list of characters)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a list, not one string (wrap it in a list: [...])")
+    if isinstance(values, dict) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list, got {type(values).__name__}")
+    return list(values)
+
+
+def _field(value, name: str, optional: bool = True) -> None:
+    """A column name: a string (or None where the argument is optional)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a column name (a string){' or None' if optional else ''}, got {type(value).__name__}: {value!r}")
+
+
+# --------------------------------------------------------------------------------------------------
 # The question set
 
 
@@ -86,6 +147,11 @@ def load_questions() -> list[dict]:
 def question_ids(sections: list[dict] | None = None) -> list[str]:
     """All question ids in order (``motivation.purpose``, …, ``maintenance.other``)."""
     sections = load_questions() if sections is None else sections
+    if not isinstance(sections, list) or not all(isinstance(s, dict) and isinstance(s.get("questions"), list)
+                                                 and all(isinstance(q, dict) and "id" in q for q in s["questions"])
+                                                 for s in sections):
+        raise TypeError("sections must be a list of sections like load_questions(): dicts with a 'questions' list "
+                        "of dicts with an 'id'")
     return [q["id"] for s in sections for q in s["questions"]]
 
 
@@ -113,7 +179,12 @@ class Datasheet:
                  drafts: Iterable[str] = ()):
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a datasheet needs a name: the dataset's name, e.g. Datasheet('course corpus')")
-        self.name = name
+        self.name = _encodable(name, "the datasheet's name")
+        if answers is not None and not isinstance(answers, dict):
+            raise TypeError(f"answers must be a dict of question id → answer, got {type(answers).__name__}")
+        if audit is not None and not isinstance(audit, dict):
+            raise TypeError(f"audit must be a dict (an audit() result), got {type(audit).__name__}")
+        drafts = _str_list(drafts, "drafts")
         self.sections = load_questions()
         self._ids = question_ids(self.sections)
         self._text = {q["id"]: q["text"] for s in self.sections for q in s["questions"]}
@@ -126,11 +197,13 @@ class Datasheet:
             self._check_id(qid)
             self.drafts.add(qid)
         if audit is not None:
-            self.audit = json.loads(json.dumps(audit))  # a JSON-clean copy
+            self.audit = _strict_json(audit, "audit")  # a JSON-clean copy
 
     # -- answering ---------------------------------------------------------------------------------
 
     def _check_id(self, qid: str) -> None:
+        if not isinstance(qid, str):
+            raise TypeError(f"a question id is a string like 'motivation.purpose', got {type(qid).__name__}: {qid!r}")
         if qid not in self._text:
             close = [i for i in self._ids if i.split(".")[-1] == str(qid).split(".")[-1]]
             hint = f" Did you mean {close}?" if close else " See question_ids() for the list."
@@ -146,6 +219,8 @@ class Datasheet:
         self._check_id(qid)
         if not isinstance(text, str):
             raise TypeError(f"an answer is a string; got {type(text).__name__} for {qid!r} (use str(...) for numbers)")
+        _encodable(text, f"the answer to {qid!r}")
+        _bool(draft, "draft")
         self.answers[qid] = text
         if draft and text.strip():
             self.drafts.add(qid)
@@ -161,8 +236,17 @@ class Datasheet:
 
         Never replaces an answer someone wrote. Returns the ids filled; they are marked as drafts.
         """
+        if not isinstance(audit_result, dict):
+            raise TypeError(f"audit_result must be the dict that audit() returns, got {type(audit_result).__name__}")
         drafts = audit_answers(audit_result) if answers is None else answers
-        self.audit = json.loads(json.dumps(audit_result))
+        if not isinstance(drafts, dict):
+            raise TypeError(f"answers must be a dict of question id → draft answer, got {type(drafts).__name__}")
+        for qid, text in drafts.items():  # check everything before changing anything
+            self._check_id(qid)
+            if not isinstance(text, str):
+                raise TypeError(f"the draft answer to {qid!r} must be a string, got {type(text).__name__}")
+            _encodable(text, f"the draft answer to {qid!r}")
+        self.audit = _strict_json(audit_result, "audit_result")
         filled = []
         for qid, text in drafts.items():
             if not self.is_answered(qid) or qid in self.drafts:
@@ -180,6 +264,7 @@ class Datasheet:
         data about people are left out of the totals (Gebru et al. let such datasets skip them).
         "Any other comments?" questions are optional and never counted.
         """
+        _bool(about_people, "about_people")
         report = {"sections": {}, "missing": [], "drafts": sorted(self.drafts, key=self._ids.index)}
         answered = total = 0
         for s in self.sections:
@@ -214,16 +299,18 @@ class Datasheet:
             "questions": questions_source(),
             "answers": dict(self.answers),
             "drafts": sorted(self.drafts, key=self._ids.index),
-            "audit": json.loads(json.dumps(self.audit)),
+            "audit": _strict_json(self.audit, "the datasheet's audit"),
         }
 
     def to_json(self) -> str:
         """The datasheet as JSON text (UTF-8, unicode kept as is, stable key order)."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1, allow_nan=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "the data") -> "Datasheet":
         """Rebuild a datasheet from :meth:`to_dict`'s output; anything malformed raises :class:`DatasheetError`."""
+        if not isinstance(where, str):
+            raise TypeError(f"where must be a string naming the source (for error messages), got {type(where).__name__}")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DatasheetError(f"{where} is not a labkit datasheet (no \"format\": \"{FORMAT}\" field).")
         if data.get("version") != FORMAT_VERSION:
@@ -246,6 +333,10 @@ class Datasheet:
         bad_drafts = [d for d in data["drafts"] if d not in known]
         if bad_drafts:
             raise DatasheetError(f"{where}: unknown question ids among the drafts: {bad_drafts}.")
+        try:
+            _strict_json(data, where)
+        except (ValueError, TypeError) as e:
+            raise DatasheetError(f"{where} is not a clean datasheet: {e}") from None
         sheet = cls(data["name"], audit=data["audit"])
         sheet.answers.update(data["answers"])
         sheet.drafts = set(data["drafts"])
@@ -253,9 +344,16 @@ class Datasheet:
 
     @classmethod
     def from_json(cls, text: str, where: str = "the text") -> "Datasheet":
-        """Parse :meth:`to_json`'s output."""
+        """Parse :meth:`to_json`'s output (strict JSON: bare NaN or Infinity is refused)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be the JSON text (a str), got {type(text).__name__}; for a file use Datasheet.load(path)")
+
+        def no_constants(name):
+            raise DatasheetError(f"{where} is not strict JSON: it contains a bare {name}, which JSON does not allow "
+                                 "(the file was written by a tool that allows NaN); replace it with null")
+
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=no_constants)
         except json.JSONDecodeError as e:
             raise DatasheetError(f"{where} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}): the file "
                                  "is damaged or not a datasheet. Restore it from your version control or re-export it.") from None
@@ -288,12 +386,19 @@ class Datasheet:
     # -- files -------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the datasheet to ``path``: JSON for ``.json`` (lossless), Markdown for ``.md`` (for reading).
+        """Write the datasheet to ``path``: JSON for ``.json`` (lossless, strict JSON), Markdown for ``.md`` (for reading).
 
         An existing file with the same content is left as it is. An existing file with *different*
-        content raises ``FileExistsError`` unless ``overwrite=True``. The file is written to a temporary
-        file first and then moved into place, so a crash never leaves half a datasheet behind.
+        content raises ``FileExistsError`` unless ``overwrite=True``. A symbolic link is followed: the file it
+        points to is written and the link stays a link. The text is written to a new file that replaces
+        ``path`` only when it is complete and on disk, so a crash never leaves half a datasheet. On Linux that
+        file is unnamed (``O_TMPFILE``) until then, so even a killed process leaves nothing behind; where that is
+        not possible it is a hidden ``.<name>.<pid>.<random>.tmp`` file, which the next save to the same path
+        removes if its process is gone.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or pathlib.Path), got {type(path).__name__}")
+        _bool(overwrite, "overwrite")
         path = Path(path)
         if path.suffix == ".json":
             text = self.to_json()
@@ -301,36 +406,38 @@ class Datasheet:
             text = self.to_markdown()
         else:
             raise ValueError(f"save to a .json file (lossless, loadable) or a .md file (for reading), not {path.name!r}")
-        if path.exists():
-            if path.is_dir():
+        data = _encodable(text, "the datasheet").encode("utf-8")
+        target = path
+        if path.is_symlink():
+            target = path.resolve()  # write through the link (and any chain of links), keep the link itself
+            if not target.parent.is_dir():
+                raise FileNotFoundError(f"{path} is a symbolic link to {target}, whose folder does not exist; "
+                                        "fix or remove the link")
+        if target.exists():
+            if target.is_dir():
                 raise IsADirectoryError(f"{path} is a folder; give a file name ending in {path.suffix or '.json'}")
-            if path.read_bytes() == text.encode("utf-8"):
+            if target.read_bytes() == data:
                 return path
             if not overwrite:
                 raise FileExistsError(f"{path} already exists and holds something else; nothing was written. Pass "
                                       "overwrite=True to replace it, or choose another file name.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            mode = target.stat().st_mode & 0o777
         else:
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.chmod(tmp, mode)  # mkstemp makes 0600 files; give the file ordinary permissions
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _remove_stale_temp_files(target)
+        if not _write_unnamed_then_link(target, data, mode):
+            _write_temp_then_replace(target, data, mode)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Datasheet":
         """Read a datasheet saved with :meth:`save` as ``.json``; a damaged file raises :class:`DatasheetError`."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or pathlib.Path), got {type(path).__name__}")
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no datasheet at {path}")
@@ -350,12 +457,127 @@ class Datasheet:
         return f"Datasheet({self.name!r}: {rep['answered']}/{rep['total']} answered, {len(self.drafts)} audit drafts)"
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+#: Whether an unnamed (O_TMPFILE) file can be linked into place here; None until a save has tried.
+_UNNAMED_FILES_LINK: bool | None = None
+
+
+def _write_unnamed_then_link(target: Path, data: bytes, mode: int) -> bool:
+    """Write ``data`` to an unnamed file in ``target``'s folder (``O_TMPFILE``) and give it ``target``'s name
+    only when it is complete and on disk. Returns False where the system cannot do this (then nothing happened).
+
+    A process killed before the link leaves nothing (the kernel frees an unnamed file); replacing an existing
+    file links a hidden name first and renames it over ``target`` in the next system call."""
+    global _UNNAMED_FILES_LINK
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or _UNNAMED_FILES_LINK is False or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        fd = os.open(target.parent, flag | os.O_WRONLY, mode)
+    except OSError:  # a file system or kernel without O_TMPFILE
+        return False
+    try:
+        os.fchmod(fd, mode)
+        _write_all(fd, data)
+        os.fsync(fd)
+        try:
+            _link_unnamed(fd, target)
+            return True
+        except FileExistsError:
+            pass
+        except OSError:  # neither way of linking works here: use the fallback from now on
+            _UNNAMED_FILES_LINK = False
+            return False
+        hidden = _temp_name(target)
+        try:
+            _link_unnamed(fd, hidden)
+        except OSError:
+            return False
+        try:
+            os.replace(hidden, target)
+        except BaseException:
+            hidden.unlink(missing_ok=True)
+            raise
+        return True
+    finally:
+        os.close(fd)
+
+
+def _link_unnamed(fd: int, dest: Path) -> None:
+    """Give the unnamed file open as ``fd`` the name ``dest`` (FileExistsError if ``dest`` exists): linkat through
+    ``/proc/self/fd`` (any user), else linkat with AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH, e.g. root)."""
+    try:
+        os.link(f"/proc/self/fd/{fd}", dest, follow_symlinks=True)
+        return
+    except FileExistsError:
+        raise
+    except OSError as first:
+        failure = first
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, at_empty_path = -100, 0x1000
+        if libc.linkat(fd, b"", at_fdcwd, os.fsencode(dest), at_empty_path) == 0:
+            return
+        err = ctypes.get_errno()
+    except (OSError, AttributeError):  # no C library with linkat
+        raise failure from None
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dest))
+    raise failure
+
+
+def _temp_name(target: Path) -> Path:
+    """A hidden name next to ``target`` that records the writing process: ``.<name>.<pid>.<random>.tmp``."""
+    return target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+
+
+def _remove_stale_temp_files(target: Path) -> None:
+    """Remove the temporary files that saves to ``target`` left when their process was killed (their pid is gone)."""
+    for leftover in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        parts = leftover.name[len(target.name) + 2:].split(".")
+        if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) == os.getpid():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+        except ProcessLookupError:  # the writer is dead: its file can never be completed
+            leftover.unlink(missing_ok=True)
+        except (PermissionError, OSError):
+            pass  # alive (another user's process) or unknown: leave it
+
+
+def _write_temp_then_replace(target: Path, data: bytes, mode: int) -> None:
+    """The portable fallback: a hidden temporary file next to ``target``, renamed over it when complete.
+
+    A process killed between creating and renaming it (SIGKILL runs no clean-up) leaves that file behind;
+    the next save to the same path removes it (:func:`_remove_stale_temp_files`)."""
+    tmp = _temp_name(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # created 0600 (private while incomplete); give the file ordinary permissions
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 # --------------------------------------------------------------------------------------------------
 # The audit
 
 
 def _check_records(records: Sequence[dict]) -> None:
-    if isinstance(records, dict) or not isinstance(records, Sequence):
+    if isinstance(records, (dict, str, bytes)) or not isinstance(records, Sequence):
         raise TypeError("records must be a list of dicts (one per instance), e.g. datasets.load_corpus()")
     for i, r in enumerate(records):
         if not isinstance(r, dict):
@@ -385,7 +607,7 @@ def missing_values(records: Sequence[dict], columns: Sequence[str] | None = None
     ``columns`` defaults to every column seen in any record (in order of first appearance).
     """
     _check_records(records)
-    columns = _columns(records) if columns is None else list(columns)
+    columns = _columns(records) if columns is None else _str_list(columns, "columns")
     return {c: sum(1 for r in records if c not in r or is_missing(r[c])) for c in columns}
 
 
@@ -395,6 +617,7 @@ def exact_duplicates(texts: Sequence[str]) -> list[list[int]]:
     Only groups of two or more; each group in increasing index order, groups ordered by their first
     index. Missing texts (None, '') are skipped. Redundant copies = Σ (len(group) − 1).
     """
+    texts = _str_list(texts, "texts")
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(texts):
         if t is None or (isinstance(t, str) and not t.strip()):
@@ -412,11 +635,20 @@ def embed_texts(texts: Sequence[str], embedder=None, max_tokens: int | None = 12
     ``max_tokens`` truncates each text to its first tokens (the embedder's cost grows with length; near
     duplicates of generated text share their openings). ``None`` keeps the embedder's own limit (256).
     """
+    texts = _str_list(texts, "texts")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts[{bad[0]}] is a {type(texts[bad[0]]).__name__}; embed_texts embeds strings "
+                        "(drop missing texts first)")
+    if max_tokens is not None:
+        max_tokens = _int(max_tokens, "max_tokens", 1)
+    batch_size = _int(batch_size, "batch_size", 1)
     if embedder is None:
         from labkit.lm import load_embedder
 
         embedder = load_embedder(device)
-    texts = list(texts)
+    elif not hasattr(embedder, "encode"):
+        raise TypeError(f"embedder must be a sentence-transformers model (labkit.load_embedder()), got {type(embedder).__name__}")
     if not texts:
         return torch.zeros(0, embedder.get_sentence_embedding_dimension())
     old = embedder.max_seq_length
@@ -438,8 +670,19 @@ def near_duplicate_pairs(embeddings: torch.Tensor, threshold: float = 0.9, block
     """
     if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
         raise ValueError(f"embeddings must be a [n, d] tensor; got {getattr(embeddings, 'shape', type(embeddings))}")
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold is a cosine similarity in [-1, 1]; got {threshold}")
+    if not embeddings.is_floating_point():
+        raise TypeError(f"embeddings must be a float tensor, got dtype {embeddings.dtype}")
+    if not torch.isfinite(embeddings).all():
+        bad = sorted({int(i) for i in (~torch.isfinite(embeddings)).any(-1).nonzero().flatten()[:5]})
+        raise ValueError(f"embeddings has NaN or infinite entries (rows {bad}…): a similarity with them is undefined; "
+                         "re-embed those texts or drop them")
+    zero = (embeddings.norm(dim=-1) == 0).nonzero().flatten()
+    if len(zero):
+        raise ValueError(f"embeddings has all-zero rows ({zero[:5].tolist()}): a zero vector has no direction, so its "
+                         "cosine similarity is undefined")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1]; got {threshold!r}")
+    block = _int(block, "block", 1)
     e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     n = e.shape[0]
     pairs: list[tuple[int, int]] = []
@@ -458,10 +701,15 @@ def label_balance(labels: Sequence[Any]) -> dict:
 
     imbalance = n_majority / n_minority; normalised entropy H(p) / log K (1 = perfectly balanced,
     0 = a single label), with p the label shares and K the number of distinct labels. Missing labels
-    (:func:`is_missing`) are counted separately and left out of the shares.
+    (:func:`is_missing`) are counted separately and left out of the shares. With no labels at all the
+    imbalance is None (JSON null), not NaN.
     """
+    labels = _str_list(labels, "labels")
     present = [l for l in labels if not is_missing(l)]
-    counts = Counter(present)
+    try:
+        counts = Counter(present)
+    except TypeError as e:
+        raise TypeError(f"labels must be hashable values (strings, numbers, booleans): {e}") from None
     counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
     n = len(present)
     shares = {str(k): v / n for k, v in counts.items()} if n else {}
@@ -471,13 +719,14 @@ def label_balance(labels: Sequence[Any]) -> dict:
         "counts": {str(k_): v for k_, v in counts.items()},
         "shares": shares,
         "missing": len(labels) - n,
-        "imbalance": (max(counts.values()) / min(counts.values())) if counts else float("nan"),
+        "imbalance": (max(counts.values()) / min(counts.values())) if counts else None,
         "normalised_entropy": (h / math.log(k)) if k > 1 else 0.0,
     }
 
 
 def _numeric(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isnan(v))
+    """A finite int or float (bools, NaN and ±inf are not averaged: JSON could not hold the result)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def subpopulation_stats(records: Sequence[dict], group_field: str, label_field: str | None = None,
@@ -489,6 +738,11 @@ def subpopulation_stats(records: Sequence[dict], group_field: str, label_field: 
     "subpopulations" and "impacts" answers should discuss.
     """
     _check_records(records)
+    _field(group_field, "group_field", optional=False)
+    _field(label_field, "label_field")
+    _field(text_field, "text_field")
+    if numeric_fields is not None:
+        numeric_fields = _str_list(numeric_fields, "numeric_fields")
     if not any(group_field in r for r in records):
         raise KeyError(f"no record has the column {group_field!r}; columns: {_columns(records)}")
     if numeric_fields is None:
@@ -560,6 +814,7 @@ def sensitive_columns(records: Sequence[dict], max_scan: int = 5000) -> list[dic
     for a person to judge, and misses what it has no pattern for (names inside free text, for example).
     """
     _check_records(records)
+    max_scan = _int(max_scan, "max_scan", 1)
     found = []
     for c in _columns(records):
         key = re.sub(r"[^a-z0-9]+", "_", c.lower())
@@ -582,6 +837,7 @@ def sensitive_mentions(texts: Sequence[str]) -> dict[str, int]:
     """How many texts mention each sensitive topic (gender, religion, ethnicity or nationality, health,
     sexual orientation, politics), by a small word list. Mentioning is not the same as being about a
     person; the counts say where a human reader should look."""
+    texts = _str_list(texts, "texts")
     compiled = {k: re.compile(p, re.IGNORECASE) for k, p in _SENSITIVE_TOPICS.items()}
     return {k: sum(1 for t in texts if isinstance(t, str) and pat.search(t)) for k, pat in compiled.items()}
 
@@ -603,6 +859,15 @@ def audit(records: Sequence[dict], text_field: str | None = None, label_field: s
     _check_records(records)
     if not records:
         raise ValueError("nothing to audit: records is empty")
+    _field(text_field, "text_field")
+    _field(label_field, "label_field")
+    group_fields = _str_list(group_fields, "group_fields")
+    for g in group_fields:
+        _field(g, "every entry of group_fields", optional=False)
+    if isinstance(near_threshold, bool) or not isinstance(near_threshold, (int, float)) or not -1 <= near_threshold <= 1:
+        raise ValueError(f"near_threshold is a cosine similarity in [-1, 1]; got {near_threshold!r}")
+    if embeddings is not None and not isinstance(embeddings, torch.Tensor):
+        raise TypeError(f"embeddings must be a torch tensor [n, d] (or None to embed here), got {type(embeddings).__name__}")
     columns = _columns(records)
     for f in [text_field, label_field, *group_fields]:
         if f is not None and f not in columns:
@@ -643,7 +908,7 @@ def audit(records: Sequence[dict], text_field: str | None = None, label_field: s
         result["labels"] = {"field": label_field, **label_balance([r.get(label_field) for r in records])}
     result["subpopulations"] = {g: subpopulation_stats(records, g, label_field, text_field=text_field)
                                 for g in group_fields}
-    return json.loads(json.dumps(result))  # plain JSON types only (tuples → lists)
+    return _strict_json(result, "the audit")  # plain JSON types only (tuples → lists), never NaN
 
 
 def _summary(xs: list[float]) -> dict:
@@ -660,6 +925,10 @@ def _fmt_share(p: float) -> str:
 def audit_answers(result: dict) -> dict[str, str]:
     """Draft answers to the questions the audit can answer (composition.count, .missing, .errors,
     .labels, .subpopulations, .sensitive), written from an :func:`audit` result."""
+    needed = ("n_records", "columns", "missing", "sensitive_columns")
+    if not isinstance(result, dict) or any(k not in result for k in needed):
+        raise ValueError(f"result must be what audit() returns (a dict with {list(needed)}), got "
+                         f"{type(result).__name__ if not isinstance(result, dict) else sorted(result)}")
     out = {}
     n = result["n_records"]
     cols = ", ".join(f"{c} ({v['type']})" for c, v in result["columns"].items())
@@ -686,8 +955,9 @@ def audit_answers(result: dict) -> dict[str, str]:
     if "labels" in result:
         lb = result["labels"]
         shares = ", ".join(f"{k}: {v} ({_fmt_share(lb['shares'][k])})" for k, v in lb["counts"].items())
+        imbalance = "undefined (no labels)" if lb["imbalance"] is None else f"{lb['imbalance']:.2f}"
         out["composition.labels"] = (f"Label field {lb['field']!r} with {len(lb['counts'])} values — {shares}; "
-                                     f"imbalance (largest/smallest) {lb['imbalance']:.2f}, normalised entropy "
+                                     f"imbalance (largest/smallest) {imbalance}, normalised entropy "
                                      f"{lb['normalised_entropy']:.3f}" + (f"; {lb['missing']} missing" if lb["missing"] else "") + ".")
     subs = []
     for g, stats in result.get("subpopulations", {}).items():
@@ -761,7 +1031,7 @@ def toy_dataset(seed: int = 0) -> tuple[list[dict], dict]:
     """
     import random
 
-    rng = random.Random(seed)
+    rng = random.Random(_int(seed, "seed"))
     negative = {1, 3, 5, 9, 11, 13, 15, 16, 18, 20, 22, 23, 25, 27, 29}
     groups = ["18-29", "30-49", "50+"]
     records = []
@@ -821,6 +1091,8 @@ def course_records(name: str) -> list[dict]:
     responses of the course preference data, :func:`labkit.preference.load_responses` (notebook 11).
     ``"toy"``: the records of :func:`toy_dataset`.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string ('corpus', 'preference' or 'toy'), got {type(name).__name__}")
     if name == "corpus":
         from labkit.datasets import load_corpus
 
@@ -836,13 +1108,19 @@ def course_records(name: str) -> list[dict]:
 
 def shipped_path(name: str, suffix: str = ".json") -> Path:
     """Where the shipped datasheet ``name`` lives: ``labkit/data/datasheet_<name>.json`` (or ``.md``)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
+        raise ValueError(f"name must be a datasheet name like 'corpus' (lower-case letters, digits, _), got {name!r}")
+    if suffix not in (".json", ".md"):
+        raise ValueError(f"suffix must be '.json' or '.md', got {suffix!r}")
     return DATA_DIR / f"datasheet_{name}{suffix}"
 
 
 def load_shipped(name: str) -> Datasheet:
     """A datasheet shipped with the course, e.g. ``load_shipped("corpus")``."""
-    path = shipped_path(name)
-    if not path.is_file():
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string like 'corpus', got {type(name).__name__}")
+    path = shipped_path(name) if re.fullmatch(r"[a-z0-9_]+", name) else None
+    if path is None or not path.is_file():
         known = sorted(p.stem[len("datasheet_"):] for p in DATA_DIR.glob("datasheet_*.json") if p.stem != "datasheet_questions")
         raise FileNotFoundError(f"no shipped datasheet {name!r}; shipped: {known}")
     return Datasheet.load(path)

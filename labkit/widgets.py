@@ -32,6 +32,10 @@ class DatasheetForm:
 
         if not isinstance(sheet, Datasheet):
             raise TypeError(f"datasheet_form edits a labkit.datasheet.Datasheet, not a {type(sheet).__name__}")
+        if not isinstance(about_people, bool):
+            raise TypeError(f"about_people must be True or False, got {type(about_people).__name__}: {about_people!r}")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+            raise ValueError(f"rows (the height of each answer box, in lines) must be an integer >= 1, got {rows!r}")
         self.sheet = sheet
         self.about_people = about_people
         self.boxes: dict[str, w.Textarea] = {}

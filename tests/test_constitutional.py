@@ -56,6 +56,16 @@ def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
         ca.bootstrap_ci([1.0])
 
 
+def test_bootstrap_ci_refuses_too_few_resamples_and_nan():
+    """n_boot = 0 used to fail inside numpy's quantile with an unrelated message; NaN values gave a NaN interval."""
+    with pytest.raises(ValueError, match=r"n_boot .* must be an integer >= 100"):
+        ca.bootstrap_ci([0.1, 0.2, 0.3], n_boot=0)
+    with pytest.raises(TypeError, match="n_boot"):
+        ca.bootstrap_ci([0.1, 0.2, 0.3], n_boot=1000.0)
+    with pytest.raises(ValueError, match="NaN"):
+        ca.bootstrap_ci([0.1, float("nan"), 0.3])
+
+
 def test_judge_report_by_hand():
     r = ca.judge_report([0.9, 0.6], [0.2, 0.7])  # second pair: judge always says "first"
     assert r["agreement_better_first"] == 1.0 and r["agreement_better_second"] == 0.5
@@ -112,7 +122,18 @@ def test_vote_matrices_with_unknown_values_are_refused():
 def test_deduplicate_keeps_the_best_of_each_near_duplicate_group():
     E = torch.tensor([[1.0, 0.0], [0.99, 0.05], [0.0, 1.0]])
     assert ca.deduplicate(E, [0.2, 0.9, 0.5], threshold=0.9) == [1, 2]
-    assert ca.deduplicate(E, [0.2, 0.9, 0.5], threshold=1.01) == [1, 2, 0]
+    assert ca.deduplicate(E, [0.2, 0.9, 0.5], threshold=1.0) == [1, 2, 0]
+    # brute force: the greedy pass keeps exactly the items with no better-scored kept item within the threshold
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(40, 3, generator=g)
+    scores = torch.rand(40, generator=g)
+    kept = ca.deduplicate(E, scores, threshold=0.8)
+    cos = torch.nn.functional.cosine_similarity(E[:, None], E[None], dim=-1)
+    for i in range(40):
+        blockers = [j for j in kept if scores[j] > scores[i] and cos[i, j] >= 0.8]
+        assert (i in kept) == (not blockers)
+    with pytest.raises(ValueError, match="NaN"):
+        ca.deduplicate(torch.tensor([[float("nan"), 1.0], [1.0, 0.0]]), [1.0, 0.5])
 
 
 @pytest.mark.slow

@@ -7,6 +7,9 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -85,6 +88,128 @@ def test_saving_never_overwrites_a_different_file_silently(tmp_path):
         other.save(unrelated)
     assert unrelated.read_text() == "my own notes"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+
+def test_saved_audits_are_strict_json(tmp_path):
+    """An audit of records without labels used to store imbalance = NaN, which json writes as a bare NaN that
+    other JSON readers reject; now it is null, anything non-finite is refused, and a file with NaN does not load."""
+    records = [{"text": "a b", "label": None}, {"text": "c d", "label": ""}]
+    result = ds.audit(records, text_field="text", label_field="label", embeddings=torch.eye(2))
+    assert result["labels"]["imbalance"] is None and "undefined" in ds.audit_answers(result)["composition.labels"]
+    sheet = ds.Datasheet("no labels")
+    sheet.prefill(result)
+    path = sheet.save(tmp_path / "s.json")
+    text = path.read_text(encoding="utf-8")
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in a saved datasheet"))
+    assert ds.Datasheet.load(path) == sheet
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ds.Datasheet("x", audit={"imbalance": float("nan")})
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        sheet.prefill({**result, "extra": float("inf")})
+    path.write_text(text.replace('"imbalance": null', '"imbalance": NaN'), encoding="utf-8")
+    with pytest.raises(ds.DatasheetError, match="not strict JSON"):
+        ds.Datasheet.load(path)
+    rec = [{"x": 1.0, "g": "a"}, {"x": float("inf"), "g": "a"}]
+    assert ds.subpopulation_stats(rec, "g", numeric_fields=["x"])["a"]["mean_x"] == 1.0  # ±inf is not averaged (JSON)
+    json.dumps(ds.audit(rec, group_fields=["g"]), allow_nan=False)
+
+
+def test_saving_over_a_symlink_writes_through_and_keeps_the_link(tmp_path):
+    real = tmp_path / "real" / "sheet.json"
+    real.parent.mkdir()
+    first = _filled()
+    first.save(real)
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    other = _filled()
+    other.answer("motivation.purpose", "changed through the link")
+    with pytest.raises(FileExistsError):
+        other.save(link)
+    assert other.save(link, overwrite=True) == link
+    assert link.is_symlink() and os.readlink(link) == str(real)  # still a link, to the same file
+    assert ds.Datasheet.load(real) == other == ds.Datasheet.load(link)
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "nowhere" / "x.json")
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        other.save(dangling)
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary files
+
+
+def test_a_lone_surrogate_is_refused_when_answering_not_when_saving(tmp_path):
+    sheet = _filled()
+    with pytest.raises(ValueError, match="lone surrogate"):
+        sheet.answer("motivation.purpose", "caf\udce9")  # from bytes decoded with errors='surrogateescape'
+    with pytest.raises(ValueError, match="lone surrogate"):
+        ds.Datasheet("bad \ud800 name")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        sheet.prefill({"n_records": 1, "columns": {}, "missing": {}, "sensitive_columns": []},
+                      answers={"composition.count": "\udcff"})
+    assert ds.Datasheet.load(sheet.save(tmp_path / "ok.json")) == sheet  # the refused answers changed nothing
+
+
+_KILLED_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from labkit import datasheet as ds
+    if sys.argv[2] == "fallback" and hasattr(os, "O_TMPFILE"):
+        del os.O_TMPFILE  # as on a system without it: the portable path, a named temporary file
+    os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the data written, before the rename
+    sheet = ds.Datasheet("killed while saving")
+    sheet.answer("motivation.purpose", "never saved")
+    sheet.save(sys.argv[1], overwrite=True)
+""")
+
+
+def _unnamed_files_link_here(folder) -> bool:
+    """Whether this system can give an O_TMPFILE file a name (linkat through /proc/self/fd)."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except OSError:
+        return False
+    probe = os.path.join(folder, "probe")
+    try:
+        os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
+    except OSError:  # the second way: linkat(fd, "", AT_FDCWD, probe, AT_EMPTY_PATH), for privileged processes
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).linkat(fd, b"", -100, os.fsencode(probe), 0x1000) != 0:
+            return False
+    finally:
+        os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+@pytest.mark.parametrize("path_taken", ["fallback", "unnamed file"])
+def test_a_killed_save_leaves_nothing_behind(tmp_path, path_taken):
+    """SIGKILL runs no clean-up. With an unnamed O_TMPFILE file nothing has a name until the data is complete;
+    with the portable fallback the dead process's temporary file is removed by the next save to the same path."""
+    if path_taken == "unnamed file" and not _unnamed_files_link_here(tmp_path):
+        pytest.skip("this system cannot link O_TMPFILE files into place (labkit uses the fallback here)")
+    path = tmp_path / "sheet.json"
+    before = _filled()
+    before.save(path)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(path), path_taken], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert ds.Datasheet.load(path) == before  # the old datasheet is intact
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "sheet.json"]
+    if path_taken == "unnamed file":
+        assert leftovers == []
+    else:
+        assert len(leftovers) == 1 and leftovers[0].startswith(".sheet.json.")  # the dead writer's file …
+        after = _filled()
+        after.answer("motivation.purpose", "saved again")
+        after.save(path, overwrite=True)  # … is removed by the next save
+        assert [p.name for p in tmp_path.iterdir()] == ["sheet.json"] and ds.Datasheet.load(path) == after
+
+
+def test_near_duplicates_of_nan_embeddings_are_an_error_not_an_empty_list():
+    e = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"NaN or infinite entries \(rows \[1\]"):
+        ds.near_duplicate_pairs(e, 0.9)
+    with pytest.raises(ValueError, match="NaN"):
+        ds.audit([{"text": "a"}, {"text": "b"}], text_field="text", embeddings=torch.tensor([[float("nan"), 0.0], [1.0, 0.0]]))
 
 
 @pytest.mark.parametrize("content, message", [

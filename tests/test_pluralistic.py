@@ -50,10 +50,54 @@ def test_em_recovers_planted_groups_and_rewards(data, hard):
     assert mixture[1] > single[1] + 0.2  # the minority is served only by the mixture
 
 
+@pytest.fixture(scope="module")
+def per_comparison():
+    """A planted truth for the lecture's likelihood: every comparison is labelled by a fresh person (one label per
+    annotator), drawn from a 70/30 mixture of two groups."""
+    return pl.simulate_preferences(n_responses=30, dim=3, group_sizes=(2100, 900), comparisons_per_annotator=1,
+                                   cosine=-0.2, scale=4.0, seed=1)
+
+
+def test_per_comparison_em_recovers_a_planted_per_comparison_mixture(per_comparison):
+    d = per_comparison
+    em = pl.em_rewards(d["features"], d["pairs"], d["labels"], k=2, n_iter=30, n_restarts=2, seed=0, unit="comparison")
+    assert em.unit == "comparison" and em.resp.shape == (len(d["pairs"]), 2)
+    perm = pl.match_groups(d["groups"], em.assignment, k=2)
+    assert (pl.reward_cosine(em.weights[perm], d["weights"]) > 0.95).all()
+    assert em.eta[perm].tolist() == pytest.approx([0.7, 0.3], abs=0.1)
+    # the lecture's L = Σ_z log Σ_u η_u σ(r_u(y_w) − r_u(y_l)) at the learned rewards beats one reward for everyone
+    mix = lambda W, eta: float(torch.logsumexp(pl.pair_loglik(W, d["features"], d["pairs"], d["labels"])  # noqa: E731
+                                               + torch.log(eta), -1).sum())
+    single = pl.fit_bt(d["features"], d["pairs"], d["labels"])
+    assert mix(em.weights, em.eta) > mix(single[None], torch.ones(1, dtype=torch.float64)) + 50
+
+
+def test_one_label_per_annotator_makes_the_two_likelihoods_one(per_comparison):
+    d = per_comparison
+    sub = slice(0, 600)
+    args = (d["features"], d["pairs"][sub], d["labels"][sub])
+    by_annotator = pl.em_rewards(*args, d["annotator"][sub], k=2, n_iter=5, n_restarts=1, seed=3)
+    by_comparison = pl.em_rewards(*args, k=2, n_iter=5, n_restarts=1, seed=3, unit="comparison")
+    assert torch.allclose(by_annotator.weights, by_comparison.weights) and by_annotator.loglik == pytest.approx(by_comparison.loglik)
+
+
+def test_per_annotator_em_needs_annotators_who_keep_their_group(data):
+    """The same comparisons, with annotator ids that carry the group (as planted) or not (shuffled, so each id's
+    labels come from both groups): per-annotator EM loses the minority without meaningful ids; per-comparison EM
+    does not use the ids at all."""
+    X, P, y, a = data["features"], data["pairs"], data["labels"], data["annotator"]
+    shuffled = a[torch.randperm(len(a), generator=torch.Generator().manual_seed(0))]
+    cos = {}
+    for name, ids in (("planted ids", a), ("shuffled ids", shuffled)):
+        em = pl.em_rewards(X, P, y, ids, k=2, n_iter=10, n_restarts=2, seed=0)
+        cos[name] = max(pl.reward_cosine(em.weights[list(p)], data["weights"])[1].item() for p in ((0, 1), (1, 0)))
+    assert cos["planted ids"] > 0.95 and cos["shuffled ids"] < cos["planted ids"] - 0.3
+
+
 def test_more_groups_than_annotators_is_refused(data):
     with pytest.raises(ValueError, match="annotators"):
         pl.em_rewards(data["features"], data["pairs"], data["labels"], data["annotator"], k=25)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match=r"k \(the number of groups\) must be an integer >= 1"):
         pl.em_rewards(data["features"], data["pairs"], data["labels"], data["annotator"], k=0)
 
 
@@ -91,6 +135,29 @@ def test_maxmin_matches_duality_grid_and_perturbations():
     pi3, lam3 = pl.maxmin_policy(R3, ref, 0.5)
     v3 = pl.maxmin_objective(pi3, R3, ref, 0.5)
     assert v3.item() == pytest.approx((0.5 * torch.logsumexp(torch.log(ref) + lam3 @ R3 / 0.5, 0)).item(), abs=1e-6)
+
+
+def test_maxmin_grid_searches_every_group():
+    """Three groups, one of them the worst off only for mixtures that ignore it: the grid must search all three
+    (the former version mixed only the first two groups' rewards and returned a policy that starves the third)."""
+    g = torch.Generator().manual_seed(7)
+    ref = torch.softmax(torch.randn(9, generator=g, dtype=torch.float64), 0)
+    R3 = torch.randn(3, 9, generator=g, dtype=torch.float64) * 2
+    grid = pl.maxmin_grid(R3, ref, 0.5, n_grid=61)
+    exact, lam = pl.maxmin_policy(R3, ref, 0.5)
+    assert (lam > 0.1).all()  # all three groups bind at the optimum
+    v_grid, v_exact = pl.maxmin_objective(grid, R3, ref, 0.5).item(), pl.maxmin_objective(exact, R3, ref, 0.5).item()
+    assert v_grid <= v_exact + 1e-9 and v_grid == pytest.approx(v_exact, abs=5e-3)
+    # brute force over the same lattice: the grid's answer is its best point
+    lattice = torch.tensor([[i, j, 60 - i - j] for i in range(61) for j in range(61 - i)], dtype=torch.float64) / 60
+    best = pl.maxmin_objective(pl.tilted_policy(ref, lattice @ R3, 0.5), R3, ref, 0.5).max().item()
+    assert v_grid == pytest.approx(best, abs=1e-12)
+    two_only = pl.maxmin_grid(R3[:2], ref, 0.5, n_grid=61)
+    assert pl.maxmin_objective(two_only, R3, ref, 0.5).item() < v_grid - 0.05  # what searching two groups missed
+    # two groups: the same λ grid as before, λ r_0 + (1 − λ) r_1
+    lams = torch.linspace(0, 1, 11, dtype=torch.float64)[:, None]
+    pis = pl.tilted_policy(ref, lams * R3[0] + (1 - lams) * R3[1], 0.5)
+    assert torch.equal(pl.maxmin_grid(R3[:2], ref, 0.5, n_grid=11), pis[pl.maxmin_objective(pis, R3[:2], ref, 0.5).argmax()])
 
 
 def test_utilitarian_policy_maximises_the_average():

@@ -304,15 +304,17 @@ def _split_at_headings(nb) -> None:
             continue
         lines = cell.source.split("\n")
         cuts = [i for i, line in enumerate(lines) if i > 0 and re.match(r"#{2,3} ", line)]
-        start = 0
+        start, pieces = 0, 0
         for cut in cuts + [len(lines)]:
             part = "\n".join(lines[start:cut]).strip("\n")
             if part:
-                new = nbformat.v4.new_markdown_cell(part) if out and start > 0 else None
-                if new is None:
+                if start == 0:
                     cell.source = part
                     out.append(cell)
-                else:
+                else:  # a deterministic id, so stamping twice gives the same file
+                    pieces += 1
+                    new = nbformat.v4.new_markdown_cell(part)
+                    new.id = f"{getattr(cell, 'id', None) or 'cell'}-{pieces}"[:64]
                     out.append(new)
             start = cut
     nb.cells = out
