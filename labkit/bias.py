@@ -9,10 +9,14 @@ Notebook 09 uses this module. Its parts:
   Sagawa et al. 2020 / Idrissi et al. 2022) and :func:`last_layer_retrain` (deep feature reweighting,
   Kirichenko et al. 2023).
 * **WEAT and SEAT** (Caliskan et al. 2017; May et al. 2019) — :func:`embed`, :func:`association`,
-  :func:`weat_effect_size`, :func:`permutation_p_value`, :func:`weat`, :func:`seat_sentences`.
+  :func:`weat_effect_size`, :func:`permutation_p_value`, :func:`weat_null_effect_sizes`, :func:`weat`,
+  :func:`seat_sentences`.
 * **Bias in the language model** — answer options are scored by ``lm.option_logprobs`` (the course's one
   scoring path, :mod:`labkit.lm.model`); :func:`minimal_pair_scores` (CrowS-Pairs-style scoring, Nangia et al. 2020),
-  :func:`mc_prompts`, :func:`position_bias`, :func:`contextual_calibration` (Zhao et al. 2021).
+  :func:`mc_prompts`, :func:`position_bias`, :func:`label_bias`, :func:`contextual_calibration` (Zhao et al. 2021)
+  and :func:`domain_context_calibration` with :func:`domain_context_texts` (Fei et al. 2023).
+* Every public function checks its arguments (types, shapes, ranges, NaN/inf, empty input) and raises a
+  ``TypeError``/``ValueError`` that names the argument and what is expected.
 * The course's word lists, minimal pairs and questions: :func:`load_data` (``labkit/data/*.json``; their
   design is described in ``labkit/data/bias_data.md``).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -41,13 +46,102 @@ __all__ = [
     "association",
     "weat_effect_size",
     "permutation_p_value",
+    "weat_null_effect_sizes",
     "weat",
     "seat_sentences",
     "minimal_pair_scores",
     "mc_prompts",
     "position_bias",
+    "label_bias",
     "contextual_calibration",
+    "domain_context_texts",
+    "domain_context_calibration",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument checks (private): every public function refuses bad input with an error naming the argument
+
+
+def _int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def _number(value, name: str, low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '≥'} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '≤'} {high}, got {value}")
+    return value
+
+
+def _tensor(value, name: str, ndim: int | None = None, min_ndim: int = 0, neg_inf: bool = False) -> torch.Tensor:
+    """``value`` as a real tensor without NaN (and without ±inf, except −inf where ``neg_inf``), not empty."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a tensor of numbers, got {type(value).__name__}")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor of numbers ({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(t.shape)}")
+    if t.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    if t.is_floating_point():
+        if torch.isnan(t).any():
+            raise ValueError(f"{name} contains NaN")
+        bad = (t == math.inf) if neg_inf else torch.isinf(t)
+        if bad.any():
+            raise ValueError(f"{name} contains infinite values" + (" (+inf)" if neg_inf else ""))
+    return t
+
+
+def _labels(value, name: str) -> torch.Tensor:
+    t = _tensor(value, name, ndim=1)
+    if t.is_floating_point():
+        if (t != t.round()).any():
+            raise ValueError(f"{name} must hold integer class labels, got fractional values")
+        t = t.long()
+    if (t < 0).any():
+        raise ValueError(f"{name} must hold non-negative integer labels")
+    return t.long()
+
+
+def _model(model, name: str = "model"):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (e.g. from bias.train_mlp), got {type(model).__name__}")
+    if not hasattr(model, "features") or not hasattr(model, "head"):
+        raise TypeError(f"{name} must be an MLP from bias.train_mlp (with .features and .head)")
+    return model
+
+
+def _data(model, X, y=None):
+    X = _tensor(X, "X", ndim=2)
+    d_in = model.body[0].in_features if len(model.body) else model.head.in_features
+    if X.shape[1] != d_in:
+        raise ValueError(f"X has {X.shape[1]} columns but the model expects {d_in}")
+    if y is not None:
+        y = _labels(y, "y")
+        if len(y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
+    return X.float(), y
 
 # --------------------------------------------------------------------------------------------------
 # Simplicity bias and shortcut learning
@@ -61,8 +155,10 @@ def simplicity_data(n: int = 2000, seed: int = 0, margin: float = 0.1, noise_dim
     ``1/3 + margin < |x₁| < 1`` — it needs two thresholds (a non-linear rule).
     Returns ``X [n, 2 + noise_dims]`` (float32) and ``y [n]`` (long). Extra dimensions are N(0, 1) noise.
     """
-    if n < 2:
-        raise ValueError("n must be at least 2")
+    n = _int(n, "n", minimum=2)
+    seed = _int(seed, "seed")
+    margin = _number(margin, "margin", 0.0, 1 / 3, high_open=True)
+    noise_dims = _int(noise_dims, "noise_dims", minimum=0)
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 2, (n,), generator=g)
     lin = (2 * y - 1) * (margin + (1 - margin) * torch.rand(n, generator=g))
@@ -76,7 +172,9 @@ def simplicity_data(n: int = 2000, seed: int = 0, margin: float = 0.1, noise_dim
 
 def decorrelate(X: torch.Tensor, column: int, seed: int = 0) -> torch.Tensor:
     """Copy of ``X`` with one column shuffled across examples: that feature no longer predicts the label."""
-    g = torch.Generator().manual_seed(seed)
+    X = _tensor(X, "X", ndim=2)
+    column = _int(column, "column", minimum=-X.shape[1], maximum=X.shape[1] - 1)
+    g = torch.Generator().manual_seed(_int(seed, "seed"))
     X = X.clone()
     X[:, column] = X[torch.randperm(len(X), generator=g), column]
     return X
@@ -94,8 +192,10 @@ def shortcut_digits(correlation: float = 0.95, seed: int = 0, patch: int = 2, n_
     """
     from sklearn.datasets import load_digits
 
-    if not 0.0 <= correlation <= 1.0:
-        raise ValueError("correlation must lie in [0, 1]")
+    correlation = _number(correlation, "correlation", 0.0, 1.0)
+    seed = _int(seed, "seed")
+    patch = _int(patch, "patch", minimum=1, maximum=8)
+    n_val, n_test = _int(n_val, "n_val", minimum=1), _int(n_test, "n_test", minimum=1)
     d = load_digits()
     X = torch.tensor(d.data, dtype=torch.float32) / 16.0
     y = torch.tensor(d.target >= 5, dtype=torch.long)
@@ -170,16 +270,32 @@ def train_mlp(
     and returned in ``history`` (``{"step": [...], name: [...]}``). Returns ``(model, history)``; the model
     is in eval mode on ``device``.
     """
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+    X = _tensor(X, "X", ndim=2).float()
+    y = _labels(y, "y")
+    if len(X) != len(y):
         raise ValueError(f"X must be [n, d] and y [n]; got {tuple(X.shape)} and {tuple(y.shape)}")
+    hidden, depth = _int(hidden, "hidden", minimum=1), _int(depth, "depth", minimum=1)
+    steps, every, seed = _int(steps, "steps", minimum=0), _int(every, "every", minimum=1), _int(seed, "seed")
+    lr = _number(lr, "lr", 0.0, low_open=True)
+    weight_decay = _number(weight_decay, "weight_decay", 0.0)
+    if monitor is not None and not isinstance(monitor, dict):
+        raise TypeError(f"monitor must be a dict of name -> (X, y) evaluation sets, got {type(monitor).__name__}")
+    for name, pair in (monitor or {}).items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"monitor[{name!r}] must be a pair (X, y)")
+        Xm, ym = _tensor(pair[0], f"monitor[{name!r}] X", ndim=2), _labels(pair[1], f"monitor[{name!r}] y")
+        if Xm.shape[1] != X.shape[1] or len(Xm) != len(ym):
+            raise ValueError(f"monitor[{name!r}] must be (X [m, {X.shape[1]}], y [m]); got {tuple(Xm.shape)} and {tuple(ym.shape)}")
+    if weights is not None:
+        weights = _tensor(weights, "weights", ndim=1)
+        if len(weights) != len(y) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("weights must be one non-negative number per example, not all zero")
     dev = get_device(device)
     torch.manual_seed(seed)
-    n_out = int(y.max()) + 1 if len(y) else 2
+    n_out = int(y.max()) + 1
     model = MLP(X.shape[1], hidden, depth, max(2, n_out)).to(dev)
     Xd, yd = X.to(dev), y.to(dev)
     w = torch.ones(len(y), device=dev) if weights is None else weights.to(dev, torch.float32)
-    if len(w) != len(y) or (w < 0).any():
-        raise ValueError("weights must be one non-negative number per example")
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: dict[str, list] = {"step": []}
     monitor = monitor or {}
@@ -204,6 +320,7 @@ def train_mlp(
 @torch.no_grad()
 def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of examples whose arg-max prediction equals the label."""
+    X, y = _data(_model(model), X, y)
     dev = next(model.parameters()).device
     return float((model(X.to(dev)).argmax(-1).cpu() == y).float().mean())
 
@@ -211,6 +328,7 @@ def accuracy(model, X: torch.Tensor, y: torch.Tensor) -> float:
 @torch.no_grad()
 def hidden_features(model, X: torch.Tensor) -> torch.Tensor:
     """The last hidden layer of an :class:`MLP` for ``X`` (on the CPU)."""
+    X, _ = _data(_model(model), X)
     dev = next(model.parameters()).device
     return model.features(X.to(dev)).cpu()
 
@@ -221,9 +339,10 @@ def group_weights(y: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     w_i = n / (G · n_{g(i)}), with G non-empty cells and n_g examples in cell g (Sagawa et al. 2020;
     Idrissi et al. 2022, "Simple data balancing achieves competitive worst-group accuracy").
     """
+    y, groups = _labels(y, "y"), _labels(groups, "groups")
     if len(y) != len(groups):
-        raise ValueError("y and groups must have the same length")
-    cell = y.long() * (int(groups.max()) + 1) + groups.long()
+        raise ValueError(f"y and groups must have the same length, got {len(y)} and {len(groups)}")
+    cell = y * (int(groups.max()) + 1) + groups
     _, inverse, counts = torch.unique(cell, return_inverse=True, return_counts=True)
     return len(y) / (len(counts) * counts[inverse].float())
 
@@ -238,8 +357,15 @@ def last_layer_retrain(model, X: torch.Tensor, y: torch.Tensor, groups: torch.Te
 
     from sklearn.linear_model import LogisticRegression
 
-    g = torch.Generator().manual_seed(seed)
-    cell = y.long() * (int(groups.max()) + 1) + groups.long()
+    X, y = _data(_model(model), X, y)
+    groups = _labels(groups, "groups")
+    if len(groups) != len(y):
+        raise ValueError(f"groups must have one entry per example ({len(y)}), got {len(groups)}")
+    if model.head.out_features != 2 or int(y.max()) > 1 or len(torch.unique(y)) < 2:
+        raise ValueError("last_layer_retrain refits a binary head: y must hold both labels 0 and 1 and the model two outputs")
+    C = _number(C, "C", 0.0, low_open=True)
+    g = torch.Generator().manual_seed(_int(seed, "seed"))
+    cell = y * (int(groups.max()) + 1) + groups
     cells = torch.unique(cell)
     m = min(int((cell == c).sum()) for c in cells)
     if m == 0:
@@ -267,6 +393,9 @@ def embed(embedder, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
     Refuses texts the embedder cannot embed: non-strings, empty or blank strings, and texts that its
     tokenizer maps to nothing but unknown tokens (``[UNK]``), whose vectors would be meaningless.
     """
+    if not callable(getattr(embedder, "encode", None)):
+        raise TypeError(f"embedder must be a sentence embedder with .encode (labkit.load_embedder()), got {type(embedder).__name__}")
+    batch_size = _int(batch_size, "batch_size", minimum=1)
     if isinstance(texts, str):
         raise TypeError("give a list of texts, not one string")
     texts = list(texts)
@@ -296,8 +425,11 @@ def _check_sets(**sets):
     for name, E in sets.items():
         if not isinstance(E, torch.Tensor) or E.ndim != 2:
             raise TypeError(f"{name} must be a 2-D tensor of embeddings [n, d]")
-        if len(E) == 0:
+        if len(E) == 0 or E.shape[1] == 0:
             raise ValueError(f"the word set {name} is empty: WEAT needs at least one word per set")
+        _tensor(E, name)
+        if (E.norm(dim=-1) == 0).any():
+            raise ValueError(f"{name} contains an all-zero embedding: its cosine similarity is undefined")
     dims = {E.shape[1] for E in sets.values()}
     if len(dims) > 1:
         raise ValueError(f"embeddings of different widths {sorted(dims)}: embed every set with one embedder")
@@ -322,7 +454,38 @@ def weat_effect_size(X: torch.Tensor, Y: torch.Tensor, A: torch.Tensor, B: torch
         raise ValueError(f"WEAT needs target sets of equal size; got {len(X)} and {len(Y)} words")
     s = association(torch.cat([X, Y]), A, B)
     sx, sy = s[: len(X)], s[len(X):]
+    if float(s.std()) == 0:
+        raise ValueError("the association scores of X ∪ Y have no spread (identical or too few words): d is undefined")
     return (sx.mean() - sy.mean()) / s.std()
+
+
+def _scores(s_x, s_y) -> tuple[torch.Tensor, torch.Tensor]:
+    for name, v in (("s_x", s_x), ("s_y", s_y)):
+        if isinstance(v, (torch.Tensor, list, tuple)) and torch.as_tensor(v).numel() == 0:
+            raise ValueError(f"both sets need at least one association score; {name} is empty")
+    s_x = _tensor(s_x, "s_x").double().flatten()
+    s_y = _tensor(s_y, "s_y").double().flatten()
+    if len(s_x) != len(s_y):
+        raise ValueError(f"the permutation test needs sets of equal size; got {len(s_x)} and {len(s_y)}")
+    return s_x, s_y
+
+
+def _partitions(n: int, n_permutations, seed: int, exact_limit: int):
+    """Index sets of the "X" half of equal-size partitions of 2n items, in chunks: all C(2n, n) of them (in
+    ``itertools.combinations`` order) when there are at most ``exact_limit``, else ``n_permutations`` random ones.
+    Yields ``(exact, indices [m, n])``."""
+    if math.comb(2 * n, n) <= exact_limit:
+        yield True, torch.tensor(list(itertools.combinations(range(2 * n), n)), dtype=torch.long)
+        return
+    if n_permutations is None:
+        raise ValueError("n_permutations must be a positive integer when the exact test is too large")
+    n_permutations = _int(n_permutations, "n_permutations", minimum=1)
+    g = torch.Generator().manual_seed(seed)
+    done, chunk = 0, 10_000
+    while done < n_permutations:
+        m = min(chunk, n_permutations - done)
+        yield False, torch.rand(m, 2 * n, generator=g).argsort(1)[:, :n]
+        done += m
 
 
 def permutation_p_value(s_x: torch.Tensor, s_y: torch.Tensor, n_permutations: int | None = 100_000, seed: int = 0,
@@ -336,30 +499,43 @@ def permutation_p_value(s_x: torch.Tensor, s_y: torch.Tensor, n_permutations: in
     estimate (1 + #{S_i ≥ S}) / (1 + n_permutations). Vectorised: the statistic of every partition is a sum
     of gathered association scores.
     """
-    s_x, s_y = torch.as_tensor(s_x, dtype=torch.float64).flatten(), torch.as_tensor(s_y, dtype=torch.float64).flatten()
-    if len(s_x) == 0 or len(s_y) == 0:
-        raise ValueError("both sets need at least one association score")
-    if len(s_x) != len(s_y):
-        raise ValueError(f"the permutation test needs sets of equal size; got {len(s_x)} and {len(s_y)}")
+    s_x, s_y = _scores(s_x, s_y)
+    seed, exact_limit = _int(seed, "seed"), _int(exact_limit, "exact_limit", minimum=0)
     s = torch.cat([s_x, s_y])
     n, total = len(s_x), s.sum()
     observed = 2 * s_x.sum() - total
     tol = 1e-12 * (1 + s.abs().sum())
-    if math.comb(2 * n, n) <= exact_limit:
-        combos = torch.tensor(list(itertools.combinations(range(2 * n), n)), dtype=torch.long)
-        stats = 2 * s[combos].sum(1) - total
-        return float((stats >= observed - tol).double().mean())
-    if not n_permutations or n_permutations < 1:
-        raise ValueError("n_permutations must be a positive integer when the exact test is too large")
-    g = torch.Generator().manual_seed(seed)
-    count, done, chunk = 0, 0, 10_000
-    while done < n_permutations:
-        m = min(chunk, n_permutations - done)
-        idx = torch.rand(m, 2 * n, generator=g).argsort(1)[:, :n]
+    count = done = 0
+    for exact, idx in _partitions(n, n_permutations, seed, exact_limit):
         stats = 2 * s[idx].sum(1) - total
+        if exact:
+            return float((stats >= observed - tol).double().mean())
         count += int((stats >= observed - tol).sum())
-        done += m
-    return (1 + count) / (1 + n_permutations)
+        done += len(idx)
+    return (1 + count) / (1 + done)
+
+
+def weat_null_effect_sizes(s_x: torch.Tensor, s_y: torch.Tensor, n_permutations: int | None = 100_000, seed: int = 0,
+                           exact_limit: int = 100_000) -> torch.Tensor:
+    """The permutation (null) distribution of the WEAT effect size: d of every equal-size partition of X ∪ Y,
+
+    d_i = (mean_{X_i} s − mean_{Y_i} s) / std_{X∪Y} s   (the same n − 1 standard deviation for every partition).
+
+    Under the null that the target labels are exchangeable, the observed d is one draw from this distribution,
+    so its quantiles say how large d gets *by chance* at this set size (e.g. the 95 % quantile is the one-sided
+    5 % critical value), and ``(d_null >= d_observed).mean()`` equals :func:`permutation_p_value` (d is an
+    increasing function of S for a fixed pool of scores). Partitions as in :func:`permutation_p_value`: all
+    C(2n, n) of them (``itertools.combinations`` order, the first n indices being X) when there are at most
+    ``exact_limit``, else ``n_permutations`` random ones. Returns a float64 tensor.
+    """
+    s_x, s_y = _scores(s_x, s_y)
+    seed, exact_limit = _int(seed, "seed"), _int(exact_limit, "exact_limit", minimum=0)
+    s = torch.cat([s_x, s_y])
+    n, total, sd = len(s_x), s.sum(), s.std()
+    if not float(sd) > 0:
+        raise ValueError("the association scores have no spread (identical or too few): d is undefined")
+    parts = [(2 * s[idx].sum(1) - total) / (n * sd) for _, idx in _partitions(n, n_permutations, seed, exact_limit)]
+    return torch.cat(parts)
 
 
 def weat(X, Y, A, B, n_permutations: int = 100_000, seed: int = 0) -> dict:
@@ -371,18 +547,41 @@ def weat(X, Y, A, B, n_permutations: int = 100_000, seed: int = 0) -> dict:
     return {"effect_size": float(d), "statistic": float(sx.sum() - sy.sum()), "p_value": p, "n": len(X)}
 
 
+def _strings(items, what: str) -> list[str]:
+    if isinstance(items, str):
+        raise TypeError(f"give a list of {what}, not one string")
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{what} must be a list of strings, got {type(items).__name__}") from None
+    if not items:
+        raise ValueError(f"no {what} given: the list is empty")
+    for t in items:
+        if not isinstance(t, str):
+            raise TypeError(f"{what} must be strings, got {type(t).__name__} {t!r}")
+        if not t.strip():
+            raise ValueError(f"{what} must be non-empty strings, got {t!r}")
+    return items
+
+
 def seat_sentences(words: Sequence[str], templates: Sequence[str]) -> list[str]:
     """SEAT (May et al. 2019): put every word into every semantically bleached template (``"This is {}."``)."""
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError("each template must contain one '{}' where the word goes")
-    for w in words:
-        if not isinstance(w, str) or not w.strip():
-            raise ValueError(f"cannot build sentences from the empty word {w!r}")
+    templates = _strings(templates, "templates")
+    for t in templates:
+        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
+            raise ValueError(f"each template must contain exactly one '{{}}' where the word goes (and no other braces): {t!r}")
+    words = _strings(words, "words")
     return [t.format(w) for w in words for t in templates]
 
 
 # --------------------------------------------------------------------------------------------------
 # Bias in the language model
+
+
+def _lm(lm):
+    if not all(callable(getattr(lm, a, None)) for a in ("logprobs", "option_logprobs")):
+        raise TypeError(f"lm must be a labkit LanguageModel (labkit.load_lm()), got {type(lm).__name__}")
+    return lm
 
 
 def minimal_pair_scores(lm, pairs: Sequence[dict], batch_size: int = 32) -> torch.Tensor:
@@ -396,10 +595,16 @@ def minimal_pair_scores(lm, pairs: Sequence[dict], batch_size: int = 32) -> torc
     Δ > 0 means the model finds the stereotype more likely. Conditioning on the differing part (as
     CrowS-Pairs scores only the unmodified tokens) keeps word frequency of the group term out of the score.
     """
+    _lm(lm)
+    batch_size = _int(batch_size, "batch_size", minimum=1)
+    if isinstance(pairs, dict):
+        raise TypeError("pairs must be a list of dicts, not one dict")
     pairs = list(pairs)
     if not pairs:
         raise ValueError("no minimal pairs")
     for p in pairs:
+        if not isinstance(p, dict):
+            raise TypeError(f"every pair must be a dict with 'more', 'less' and 'continuation'; got {type(p).__name__}")
         for key in ("more", "less", "continuation"):
             if not isinstance(p.get(key), str) or not p[key].strip():
                 raise ValueError(f"every pair needs a non-empty {key!r} text; got {p!r}")
@@ -415,20 +620,36 @@ def mc_prompts(question: str, options: Sequence[str], letters: Sequence[str] = (
 
     Returns ``[(prompt, order)]`` where ``order[k]`` is the index of the option shown under letter k.
     """
-    options = list(options)
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question must be a non-empty string")
+    options = _strings(options, "options")
+    letters = _strings(letters, "letters")
+    if not isinstance(template, str) or "{question}" not in template or "{options}" not in template:
+        raise ValueError("template must be a string with '{question}' and '{options}'")
     if len(options) != len(letters):
         raise ValueError(f"{len(options)} options but {len(letters)} letters")
+    if len(options) < 2:
+        raise ValueError("a multiple-choice question needs at least two options")
+    if len(options) > 8:
+        raise ValueError(f"{len(options)} options give {math.factorial(len(options)):,} orders: use at most 8")
     if len(set(options)) != len(options):
         raise ValueError("the option list has duplicates: each option must appear once")
-    if any(not isinstance(o, str) or not o.strip() for o in options):
-        raise ValueError("options must be non-empty strings")
+    if len(set(letters)) != len(letters):
+        raise ValueError("the letters have duplicates: each letter must appear once")
     out = []
     for order in itertools.permutations(range(len(options))):
         body = "\n".join(f"{letters[k]}) {options[i]}" for k, i in enumerate(order))
         out.append((template.format(question=question, options=body), order))
     return out
+
+
+def _letter_logprobs(x, name: str) -> torch.Tensor:
+    lp = _tensor(x, name, min_ndim=1, neg_inf=True).float()
+    if lp.shape[-1] < 2:
+        raise ValueError(f"{name} must have a last axis of at least two letters, got shape {tuple(lp.shape)}")
+    if torch.isinf(lp).all(-1).any():
+        raise ValueError(f"{name} has a row where every letter has log-probability −inf")
+    return lp
 
 
 def position_bias(letter_logprobs: torch.Tensor) -> torch.Tensor:
@@ -440,12 +661,33 @@ def position_bias(letter_logprobs: torch.Tensor) -> torch.Tensor:
     renormalised over the letters). When every option appears under every letter equally often (all
     permutations), an unbiased model has q = uniform and bias 0; always answering one letter gives 1 − 1/K.
     """
-    lp = torch.as_tensor(letter_logprobs, dtype=torch.float32)
-    if lp.ndim < 1 or lp.shape[-1] < 2:
-        raise ValueError("letter_logprobs must have a last axis of at least two letters")
-    p = torch.softmax(lp, -1).reshape(-1, lp.shape[-1])
-    q = p.mean(0)
+    lp = _letter_logprobs(letter_logprobs, "letter_logprobs")
+    q = label_bias(lp)
     return 0.5 * (q - 1.0 / lp.shape[-1]).abs().sum()
+
+
+def label_bias(letter_logprobs: torch.Tensor) -> torch.Tensor:
+    """The average label distribution p̂_k = mean over prompts of p(label k | prompt), ``[K]``.
+
+    Softmax over the last axis (log-probabilities need not be normalised), then the mean over all other
+    axes. On content-free or random in-domain prompts it is the bias estimate that :func:`contextual_calibration`
+    and :func:`domain_context_calibration` divide out; on a balanced design (every option under every letter
+    equally often) it is the bias the model actually shows.
+    """
+    lp = _letter_logprobs(letter_logprobs, "letter_logprobs")
+    return torch.softmax(lp, -1).reshape(-1, lp.shape[-1]).mean(0)
+
+
+def _calibrate(letter_logprobs, reference_logprobs, reference_name: str) -> torch.Tensor:
+    lp = torch.log_softmax(_letter_logprobs(letter_logprobs, "letter_logprobs"), -1)
+    ref = _letter_logprobs(reference_logprobs, reference_name)
+    if ref.shape[-1] != lp.shape[-1]:
+        raise ValueError(f"{reference_name} has {ref.shape[-1]} letters but letter_logprobs has {lp.shape[-1]}: "
+                         "score the same letters on both")
+    p_hat = label_bias(ref)
+    if (p_hat == 0).any():
+        raise ValueError(f"{reference_name} gives a letter probability 0: the bias estimate cannot be divided out")
+    return torch.log_softmax(lp - p_hat.log(), -1)
 
 
 def contextual_calibration(letter_logprobs: torch.Tensor, content_free_logprobs: torch.Tensor) -> torch.Tensor:
@@ -453,9 +695,37 @@ def contextual_calibration(letter_logprobs: torch.Tensor, content_free_logprobs:
 
     p̂_cf = mean over content-free prompts of p(letter | prompt), then q ∝ diag(p̂_cf)⁻¹ p, i.e.
     log q = log p − log p̂_cf, renormalised. Returns calibrated log-probabilities over the letters.
+    Assumes that a content-free input ("N/A", "[MASK]") shows the same label bias as a real one.
     """
-    lp = torch.log_softmax(torch.as_tensor(letter_logprobs, dtype=torch.float32), -1)
-    cf = torch.softmax(torch.as_tensor(content_free_logprobs, dtype=torch.float32), -1).reshape(-1, lp.shape[-1])
-    if cf.shape[-1] != lp.shape[-1]:
-        raise ValueError("content-free and real prompts must have the same letters")
-    return torch.log_softmax(lp - cf.mean(0).log(), -1)
+    return _calibrate(letter_logprobs, content_free_logprobs, "content_free_logprobs")
+
+
+def domain_context_texts(texts: Sequence[str], n: int = 50, length: int | None = None, seed: int = 0) -> list[str]:
+    """Random in-domain texts for domain-context calibration (Fei et al. 2023, "Mitigating label biases for
+    in-context learning").
+
+    Each text is ``length`` words drawn independently and uniformly from the bag of words of ``texts`` (the
+    task's unlabelled inputs, split on white space, so frequent domain words are drawn more often); ``length``
+    defaults to the mean number of words per text, rounded. Such a text uses the task's vocabulary but says
+    nothing, so the model's label distribution on it estimates the bias that the *domain* induces — which a
+    content-free token such as "N/A" (itself an unusual input, with its own bias) may not show.
+    """
+    texts = _strings(texts, "texts")
+    n, seed = _int(n, "n", minimum=1), _int(seed, "seed")
+    bag = [w for t in texts for w in t.split()]
+    if length is None:
+        length = max(1, round(len(bag) / len(texts)))
+    length = _int(length, "length", minimum=1)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(bag), (n, length), generator=g)
+    return [" ".join(bag[i] for i in row) for row in idx.tolist()]
+
+
+def domain_context_calibration(letter_logprobs: torch.Tensor, domain_logprobs: torch.Tensor) -> torch.Tensor:
+    """Domain-context calibration (Fei et al. 2023): divide out the label distribution on random in-domain texts.
+
+    p̂_dc = mean over prompts built from :func:`domain_context_texts` (the same template, random domain words in
+    place of the input) of p(label | prompt); log q = log p − log p̂_dc, renormalised over the labels. The
+    formula is contextual calibration's; the bias estimate differs. Fei et al. average about 20 random texts.
+    """
+    return _calibrate(letter_logprobs, domain_logprobs, "domain_logprobs")

@@ -9,12 +9,16 @@
 * :func:`ches_score`, :func:`ranking_accuracy`, :func:`idealised_ranking_accuracy` — likelihood displacement
   (Razin et al. 2025, "Unintentional unalignment") and ranking accuracy (Chen et al. 2024, "Preference
   learning algorithms do not learn preference rankings").
+
+Every public function and method checks its arguments (types, shapes, index ranges, NaN/inf, empty input) and
+raises a ``TypeError``/``ValueError`` naming the argument and what is expected.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import warnings
 from typing import Sequence
 
@@ -30,8 +34,39 @@ def _check_beta(beta) -> float:
     return float(beta)
 
 
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _tensor(value, name: str) -> torch.Tensor:
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a tensor of numbers, got {type(value).__name__}")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor of numbers ({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.is_floating_point():
+        if torch.isnan(t).any():
+            raise ValueError(f"{name} contains NaN")
+        if torch.isinf(t).any():
+            raise ValueError(f"{name} contains infinite values")
+    return t
+
+
 def _same_shape(*xs: torch.Tensor, names: Sequence[str]) -> list[torch.Tensor]:
-    xs = [torch.as_tensor(x) for x in xs]
+    xs = [_tensor(x, n) for x, n in zip(xs, names)]
     shapes = {tuple(x.shape) for x in xs}
     if len(shapes) != 1:
         raise ValueError(
@@ -81,11 +116,25 @@ def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_ma
     token t is scored by ``logits[:, t − 1]``. ``response_mask`` [B, T] is 1 on the response tokens to score
     (never on position 0, which has no prediction) and 0 on the prompt and padding.
     """
+    for name, x in (("logits", logits), ("input_ids", input_ids), ("response_mask", response_mask)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if logits.dim() != 3 or input_ids.shape != logits.shape[:2] or response_mask.shape != input_ids.shape:
         raise ValueError(
             f"expected logits [B, T, V], input_ids [B, T], response_mask [B, T]; got {tuple(logits.shape)}, "
             f"{tuple(input_ids.shape)}, {tuple(response_mask.shape)}"
         )
+    if logits.numel() == 0:
+        raise ValueError(f"empty batch: logits has shape {tuple(logits.shape)}")
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if int(input_ids.min()) < 0 or int(input_ids.max()) >= logits.shape[-1]:
+        raise ValueError(f"input_ids must lie in [0, {logits.shape[-1] - 1}] (the vocabulary of the logits)")
+    if not ((response_mask == 0) | (response_mask == 1)).all():
+        raise ValueError("response_mask must hold 0 (prompt, padding) and 1 (response tokens) only")
+    if (response_mask[:, 0] != 0).any():
+        raise ValueError("response_mask must be 0 at position 0: the first token has no prediction to score")
+    _tensor(logits, "logits")
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
     return (logp * response_mask[:, 1:].to(logp.dtype)).sum(-1)
 
@@ -111,7 +160,9 @@ def tabular_dpo(
     reward β log π_θ/π_ref then equals R up to a constant. Returns ``{"probs", "losses", "pairs", "labels"}``.
     """
     beta = _check_beta(beta)
-    ref_probs, rewards = torch.as_tensor(ref_probs).double(), torch.as_tensor(rewards).double()
+    ref_probs, rewards = _tensor(ref_probs, "ref_probs").double(), _tensor(rewards, "rewards").double()
+    n_pairs, steps, seed = _int(n_pairs, "n_pairs", minimum=1), _int(steps, "steps", minimum=1), _int(seed, "seed")
+    lr = _positive(lr, "lr")
     if ref_probs.dim() != 1 or ref_probs.shape != rewards.shape or len(ref_probs) < 2:
         raise ValueError("ref_probs and rewards must be 1-D of the same length K >= 2")
     if (ref_probs <= 0).any() or abs(float(ref_probs.sum()) - 1) > 1e-6:
@@ -150,14 +201,29 @@ def ches_score(h_chosen: torch.Tensor, h_rejected: torch.Tensor, mask_chosen: to
     means the two responses look alike to the model, and DPO tends to push the chosen log-probability *down*
     (likelihood displacement). Inputs are [B, T, d] with optional [B, T] masks (1 = response token).
     """
+    h_chosen, h_rejected = _tensor(h_chosen, "h_chosen"), _tensor(h_rejected, "h_rejected")
+    if h_chosen.dim() != h_rejected.dim() or h_chosen.dim() not in (2, 3):
+        raise ValueError(f"h_chosen and h_rejected must both be [T, d] or [B, T, d]; got {tuple(h_chosen.shape)} and "
+                         f"{tuple(h_rejected.shape)}")
+    if h_chosen.numel() == 0 or h_rejected.numel() == 0:
+        raise ValueError("empty hidden states: give at least one response token")
     if h_chosen.dim() == 2:
         h_chosen, h_rejected = h_chosen[None], h_rejected[None]
+        mask_chosen = None if mask_chosen is None else torch.as_tensor(mask_chosen)[None]
+        mask_rejected = None if mask_rejected is None else torch.as_tensor(mask_rejected)[None]
     if h_chosen.shape[0] != h_rejected.shape[0] or h_chosen.shape[-1] != h_rejected.shape[-1]:
         raise ValueError("mismatched batch sizes or widths between chosen and rejected hidden states")
+    for name, m, h in (("mask_chosen", mask_chosen, h_chosen), ("mask_rejected", mask_rejected, h_rejected)):
+        if m is not None:
+            m = _tensor(m, name)
+            if m.shape != h.shape[:2]:
+                raise ValueError(f"{name} must be [B, T] = {tuple(h.shape[:2])}, got {tuple(m.shape)}")
+            if not ((m == 0) | (m == 1)).all():
+                raise ValueError(f"{name} must hold 0 and 1 only")
     if mask_chosen is not None:
-        h_chosen = h_chosen * mask_chosen[..., None].to(h_chosen.dtype)
+        h_chosen = h_chosen * torch.as_tensor(mask_chosen)[..., None].to(h_chosen.dtype)
     if mask_rejected is not None:
-        h_rejected = h_rejected * mask_rejected[..., None].to(h_rejected.dtype)
+        h_rejected = h_rejected * torch.as_tensor(mask_rejected)[..., None].to(h_rejected.dtype)
     sp, sm = h_chosen.double().sum(1), h_rejected.double().sum(1)
     return ((sp * sm).sum(-1) - (sp * sp).sum(-1)).float()
 
@@ -191,7 +257,16 @@ def encode_responses(lm, prompts: Sequence[str], responses: Sequence[str], max_l
     Prompt and response are tokenised separately (as ``LanguageModel.logprobs`` does), so the mask covers
     exactly the response's tokens. Raises for empty responses and sequences longer than the context.
     """
+    if not all(callable(getattr(lm, a, None)) for a in ("encode", "run_to")):
+        raise TypeError(f"lm must be a labkit LanguageModel (labkit.load_lm()), got {type(lm).__name__}")
+    for name, v in (("prompts", prompts), ("responses", responses)):
+        if isinstance(v, (str, bytes)):
+            raise TypeError(f"{name} must be a list of strings, not one string")
     prompts, responses = list(prompts), list(responses)
+    if any(not isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings")
+    if max_length is not None:
+        max_length = _int(max_length, "max_length", minimum=2)
     if len(prompts) != len(responses):
         raise ValueError(f"mismatched batch sizes: {len(prompts)} prompts but {len(responses)} responses")
     if not responses:
@@ -250,14 +325,22 @@ class LoraDPO:
                  batch_size: int = 32, device: str | torch.device | None = None, seed: int = 0):
         from peft import LoraConfig, get_peft_model
 
+        # every argument is checked before the model is touched: a refused call leaves lm as it was
+        if not all(hasattr(lm, a) for a in ("model", "run_to", "run_from", "layout")):
+            raise TypeError(f"lm must be a labkit LanguageModel (labkit.load_lm()), got {type(lm).__name__}")
         self.device = get_device(device)
         self.lm = lm
         base = lm.model
-        if hasattr(base, "peft_config"):
-            raise ValueError("the model already carries a peft adapter: load a fresh model with labkit.load_lm()")
         n_layers = base.config.num_hidden_layers
+        n_lora_layers = _int(n_lora_layers, "n_lora_layers")
         if not 1 <= n_lora_layers <= n_layers:
             raise ValueError(f"n_lora_layers must be between 1 and {n_layers}")
+        rank, batch_size, seed = _int(rank, "rank", minimum=1), _int(batch_size, "batch_size", minimum=1), _int(seed, "seed")
+        alpha = _positive(alpha, "alpha")
+        if isinstance(target_modules, str) or not target_modules or any(not isinstance(t, str) for t in target_modules):
+            raise ValueError("target_modules must be a non-empty list of module names such as 'q_proj'")
+        if hasattr(base, "peft_config"):
+            raise ValueError("the model already carries a peft adapter: load a fresh model with labkit.load_lm()")
         self.first = n_layers - n_lora_layers
         self.batch = encode_responses(lm, prompts, responses)
         if lm.device != self.device:
@@ -270,6 +353,7 @@ class LoraDPO:
             warnings.simplefilter("ignore", FutureWarning)
             self.model = get_peft_model(base, config)  # LoRA layers inserted into lm.model, in place
         self.adapter_parameters = [p for p in self.model.parameters() if p.requires_grad]  # the LoRA weights
+        self._initial = [p.detach().clone() for p in self.adapter_parameters]  # for reset()
         self._policy_depth = 0
         self._switch_off()  # lm computes π_ref unless the trainer switches the adapter on
         self.lm_head = lm.layout.unembed
@@ -299,6 +383,25 @@ class LoraDPO:
         """Take the LoRA layers out of ``lm.model`` (``peft``'s ``unload``): the model is the original again."""
         self.model.unload()
 
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Put the adapter back to its initial weights (LoRA's B = 0, so π_θ = π_ref again), keeping every cache:
+        a second training run with other settings starts from the same point as the first."""
+        for p, p0 in zip(self.adapter_parameters, self._initial):
+            p.copy_(p0)
+
+    def _indices(self, idx, name: str = "idx") -> torch.Tensor:
+        t = _tensor(idx, name)
+        if t.is_floating_point():
+            raise TypeError(f"{name} must hold integer response indices, got dtype {t.dtype}")
+        t = t.long().reshape(-1)
+        if t.numel() == 0:
+            raise ValueError(f"{name} is empty: give at least one response index")
+        n = len(self.batch["input_ids"])
+        if int(t.min()) < 0 or int(t.max()) >= n:
+            raise ValueError(f"{name} must hold response indices between 0 and {n - 1}")
+        return t
+
     # -- forward passes ----------------------------------------------------------------------------
     @torch.no_grad()
     def _cache_frozen(self) -> None:
@@ -321,6 +424,7 @@ class LoraDPO:
 
     def logps(self, idx: torch.Tensor, reference: bool = False, hidden: bool = False, grad: bool = False):
         """Sequence log-probabilities of responses ``idx`` under the policy (or the reference)."""
+        idx = self._indices(idx)
         outs, hs = [], []
         ctx = contextlib.nullcontext() if reference else self.policy()
         with ctx, torch.set_grad_enabled(grad):
@@ -347,6 +451,7 @@ class LoraDPO:
     @torch.no_grad()
     def token_kl(self, idx: torch.Tensor) -> torch.Tensor:
         """Per response: Σ over its positions of KL(π_θ(·|context) ‖ π_ref(·|context)), teacher-forced."""
+        idx = self._indices(idx)
         out = []
         for s in range(0, len(idx), self.batch_size):
             j = idx[s : s + self.batch_size]
@@ -372,28 +477,29 @@ class LoraDPO:
         runs the step's unique responses — chosen and rejected together — through the adapted top layers in
         one batch and uses the cached reference log-probabilities. Returns the history: per step the loss,
         the mean log-ratios log π_θ/π_ref of chosen and rejected responses, the mean reward margin
-        β(Δ_w − Δ_l) and the fraction of pairs with a positive margin.
+        β(Δ_w − Δ_l) and the fraction of pairs with a positive margin — all measured on that step's pairs
+        *before* its update (so a step's loss is the loss of the model that the previous steps made).
         """
         beta = _check_beta(beta)
         chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
-        chosen, rejected = chosen.long().reshape(-1), rejected.long().reshape(-1)
+        chosen, rejected = self._indices(chosen, "chosen"), self._indices(rejected, "rejected")
         if (chosen == rejected).any():
             raise ValueError("a pair has chosen equal to rejected: a response cannot be preferred to itself")
-        n = len(self.frozen)
-        both = torch.cat([chosen, rejected])
-        if int(both.max()) >= n or int(both.min()) < 0:
-            raise ValueError(f"pair indices must be between 0 and {n - 1}")
-        if not isinstance(epochs, int) or epochs < 1:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError("epochs must be a positive integer")
+        groups_per_step = _int(groups_per_step, "groups_per_step", minimum=1)
+        pairs_per_step = _int(pairs_per_step, "pairs_per_step", minimum=1)
+        lr, seed = _positive(lr, "lr"), _int(seed, "seed")
+        if groups is not None:
+            groups_t = _tensor(groups, "groups").reshape(-1)
+            if len(groups_t) != len(chosen):
+                raise ValueError(f"mismatched batch sizes: {len(groups_t)} groups for {len(chosen)} pairs")
 
         opt = torch.optim.Adam(self.adapter_parameters, lr=lr)
         g = torch.Generator().manual_seed(seed)
         steps = []
         for _ in range(epochs):
             if groups is not None:
-                groups_t = torch.as_tensor(groups).reshape(-1)
-                if len(groups_t) != len(chosen):
-                    raise ValueError(f"mismatched batch sizes: {len(groups_t)} groups for {len(chosen)} pairs")
                 ug = torch.unique(groups_t)
                 ug = ug[torch.randperm(len(ug), generator=g)]
                 for s in range(0, len(ug), groups_per_step):
@@ -433,6 +539,7 @@ class LoraDPO:
     def ches(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """CHES score of each pair from the reference model's final hidden states (see :func:`ches_score`)."""
         chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
+        chosen, rejected = self._indices(chosen, "chosen"), self._indices(rejected, "rejected")
         m = self.batch["response_mask"][:, 1:].to(self.ref_hidden.device)
         h = self.ref_hidden[:, :-1]
         return ches_score(h[chosen], h[rejected], m[chosen], m[rejected]).cpu()
@@ -440,6 +547,14 @@ class LoraDPO:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, adapter: bool = True) -> list[str]:
         """Greedy continuations of chat-formatted ``prompts`` with the adapter on (policy) or off (reference)."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list of chat-formatted strings, not one string")
+        prompts = list(prompts)
+        if not prompts or any(not isinstance(p, str) or not p for p in prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        max_new_tokens = _int(max_new_tokens, "max_new_tokens", minimum=1)
+        if not isinstance(adapter, bool):
+            raise TypeError(f"adapter must be True (policy) or False (reference), got {adapter!r}")
         with self.policy() if adapter else contextlib.nullcontext():
             replies = self.lm.generate(list(prompts), max_new_tokens=max_new_tokens, chat=False,
                                        batch_size=max(1, len(prompts)))

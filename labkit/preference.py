@@ -10,6 +10,9 @@ The pieces of reward modelling and RLHF that the course implements, on data with
 * :func:`kl_regularised_policy`, :func:`kl_divergence`, :func:`best_of_n_policy`, :func:`best_of_n_kl` —
   the RLHF objective J(π) = E_π[R] − β KL(π ‖ π_ref) solved exactly on a discrete candidate set, and
   best-of-n as an optimiser (Gao, Schulman & Hilton 2023, "Scaling laws for reward model over-optimization").
+
+Every public function checks its arguments (types, shapes, ranges, NaN/inf, empty input, probabilities that do
+not sum to one) and raises a ``TypeError``/``ValueError`` naming the argument and what is expected.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import gzip
 import itertools
 import json
 import math
+import numbers
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +58,59 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 
 # --------------------------------------------------------------------------------------------------
+# Argument checks (private)
+
+
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {'a positive integer' if minimum == 1 else 'an integer'}, "
+                        f"got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {'a positive integer' if minimum == 1 else f'at least {minimum}'}, got {value}")
+    return int(value)
+
+
+def _number(value, name: str, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}, got {value}")
+    return float(value)
+
+
+def _tensor(value, name: str, neg_inf: bool = False) -> torch.Tensor:
+    """``value`` as a real tensor, not empty, without NaN or ±inf (−inf allowed where ``neg_inf``)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a tensor of numbers, got {type(value).__name__}")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor of numbers ({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"empty batch: {name} is empty, give at least one pair or candidate")
+    if t.is_floating_point():
+        if torch.isnan(t).any():
+            raise ValueError(f"{name} contains NaN")
+        if ((t == math.inf) if neg_inf else torch.isinf(t)).any():
+            raise ValueError(f"{name} contains infinite values")
+    return t
+
+
+def _texts(responses, name: str = "responses") -> list[str]:
+    if isinstance(responses, (bytes, dict)) or responses is None:
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(responses).__name__}")
+    texts = [responses] if isinstance(responses, str) else list(responses)
+    if not texts:
+        raise ValueError(f"{name} must not be empty")
+    for t in texts:
+        if not isinstance(t, str):
+            raise TypeError(f"{name} must be strings, got {type(t).__name__}")
+    return texts
+
+
+# --------------------------------------------------------------------------------------------------
 # The true reward and the data
 
 
@@ -64,13 +122,11 @@ def true_reward(responses: str | Sequence[str], max_words: int = MAX_WORDS, leng
     with words lower-cased and matched against :data:`POSITIVE_WORDS` and :data:`NEGATIVE_WORDS`. It prefers
     cheerful, concise answers: a stand-in for a human preference that we can compute exactly.
     """
-    texts = [responses] if isinstance(responses, str) else list(responses)
-    if not texts:
-        raise ValueError("responses must not be empty")
+    texts = _texts(responses)
+    max_words = _int(max_words, "max_words", minimum=0)
+    length_penalty = _number(length_penalty, "length_penalty", minimum=0.0)
     out = []
     for t in texts:
-        if not isinstance(t, str):
-            raise TypeError(f"responses must be strings, got {type(t).__name__}")
         words = _WORD.findall(t.lower())
         pos = sum(w in POSITIVE_WORDS for w in words)
         neg = sum(w in NEGATIVE_WORDS for w in words)
@@ -80,17 +136,24 @@ def true_reward(responses: str | Sequence[str], max_words: int = MAX_WORDS, leng
 
 def lexicon_words(response: str) -> tuple[list[str], list[str]]:
     """The positive and the negative lexicon words found in ``response`` (what :func:`true_reward` counts)."""
+    if not isinstance(response, str):
+        raise TypeError(f"response must be one string, got {type(response).__name__}")
     words = _WORD.findall(response.lower())
     return [w for w in words if w in POSITIVE_WORDS], [w for w in words if w in NEGATIVE_WORDS]
 
 
 def n_words(responses: Sequence[str]) -> torch.Tensor:
     """Number of words of each response (the same word pattern as :func:`true_reward`)."""
+    if isinstance(responses, str):
+        raise TypeError("responses must be a list of strings, not one string")
+    responses = _texts(responses)
     return torch.tensor([len(_WORD.findall(t.lower())) for t in responses], dtype=torch.float32)
 
 
 def load_responses(path: str | Path | None = None) -> list[dict]:
     """The pre-generated SmolLM2 responses, one dict per response (see ``labkit/data/preference_responses.md``)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or Path), got {type(path).__name__}")
     path = Path(path) if path is not None else DATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing. Reinstall labkit, or rebuild it with `{BUILD_COMMAND}`.")
@@ -108,8 +171,8 @@ def load_responses(path: str | Path | None = None) -> list[dict]:
 
 def sample_bt_labels(r_a: torch.Tensor, r_b: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Bradley-Terry labels: True where a ≻ b, drawn with P(a ≻ b) = σ(r_a − r_b) (Bradley & Terry 1952)."""
-    r_a, r_b = _pair(r_a, r_b)
-    g = torch.Generator().manual_seed(seed)
+    r_a, r_b = _pair(r_a, r_b, "r_a", "r_b")
+    g = torch.Generator().manual_seed(_int(seed, "seed"))
     return torch.rand(r_a.shape, generator=g, dtype=torch.float64) < torch.sigmoid(r_a - r_b).double().cpu()
 
 
@@ -120,6 +183,11 @@ def make_pairs(responses: list[dict], seed: int = 0) -> list[dict]:
     indices into ``responses`` and ``p_chosen`` = σ(R*(chosen) − R*(rejected)), the probability that a
     Bradley-Terry rater prefers the response it did prefer. Pairs of identical texts are skipped.
     """
+    if isinstance(responses, (str, dict)) or not isinstance(responses, Sequence):
+        raise TypeError(f"responses must be a list of response dicts, got {type(responses).__name__}")
+    for i, r in enumerate(responses):
+        if not isinstance(r, dict) or not {"prompt_id", "prompt", "system", "response"} <= set(r):
+            raise ValueError(f"responses[{i}] must be a dict with prompt_id, prompt, system and response")
     rewards = true_reward([r["response"] for r in responses])
     by_prompt: dict[int, list[int]] = {}
     for i, r in enumerate(responses):
@@ -156,6 +224,7 @@ def load_preference_data(path: str | Path | None = None, seed: int = 0) -> dict:
 
     Everything except the response texts is computed here, at load time, so the labels are reproducible.
     """
+    seed = _int(seed, "seed")
     rows = load_responses(path)
     rewards = true_reward([r["response"] for r in rows])
     words = n_words([r["response"] for r in rows])
@@ -167,12 +236,13 @@ def load_preference_data(path: str | Path | None = None, seed: int = 0) -> dict:
 # Bradley-Terry reward models
 
 
-def _pair(r_a, r_b) -> tuple[torch.Tensor, torch.Tensor]:
-    r_a, r_b = torch.as_tensor(r_a), torch.as_tensor(r_b)
+def _pair(r_a, r_b, name_a: str = "chosen", name_b: str = "rejected") -> tuple[torch.Tensor, torch.Tensor]:
+    for name, v in ((name_a, r_a), (name_b, r_b)):
+        if isinstance(v, (torch.Tensor, list, tuple)) and torch.as_tensor(v).numel() == 0:
+            raise ValueError(f"empty batch: {name} is empty, give at least one pair")
+    r_a, r_b = _tensor(r_a, name_a), _tensor(r_b, name_b)
     if r_a.shape != r_b.shape:
         raise ValueError(f"chosen and rejected must have the same shape, got {tuple(r_a.shape)} and {tuple(r_b.shape)}")
-    if r_a.numel() == 0:
-        raise ValueError("empty batch: give at least one pair")
     return r_a, r_b
 
 
@@ -202,8 +272,11 @@ def train_reward_model(
         raise ValueError(f"features must both be [n_pairs, dim], got {tuple(fc.shape)} and {tuple(fr.shape)}")
     if fc.shape[0] == 0:
         raise ValueError("no pairs to train on")
+    fc, fr = _tensor(fc, "feat_chosen"), _tensor(fr, "feat_rejected")
+    l2 = _number(l2, "l2")
     if l2 < 0:
         raise ValueError("l2 must be >= 0")
+    max_iter = _int(max_iter, "max_iter", minimum=1)
     dev = get_device(device)
     diff = (fc - fr).double().to(dev)
     w = torch.zeros(diff.shape[1], dtype=torch.float64, device=dev, requires_grad=True)
@@ -254,7 +327,9 @@ def kl_regularised_policy(ref_logprobs: torch.Tensor, rewards: torch.Tensor, bet
     renormalised over the candidate set); returns probabilities of the same shape.
     """
     beta = _check_beta(beta)
-    ref_logprobs, rewards = torch.as_tensor(ref_logprobs), torch.as_tensor(rewards)
+    ref_logprobs, rewards = _tensor(ref_logprobs, "ref_logprobs", neg_inf=True), _tensor(rewards, "rewards")
+    if torch.isinf(ref_logprobs).all(-1).any():
+        raise ValueError("ref_logprobs gives every candidate of a prompt log-probability −inf")
     if ref_logprobs.shape != rewards.shape:
         raise ValueError(f"ref_logprobs {tuple(ref_logprobs.shape)} and rewards {tuple(rewards.shape)} must have the same shape")
     return torch.softmax(ref_logprobs.double() + rewards.double() / beta, dim=-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
@@ -262,7 +337,7 @@ def kl_regularised_policy(ref_logprobs: torch.Tensor, rewards: torch.Tensor, bet
 
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) = Σ p log(p/q) over the last axis, in nats (0 log 0 = 0). Probabilities must sum to one."""
-    p, q = torch.as_tensor(p).double(), torch.as_tensor(q).double()
+    p, q = _tensor(p, "p").double(), _tensor(q, "q").double()
     if p.shape != q.shape:
         raise ValueError(f"p {tuple(p.shape)} and q {tuple(q.shape)} must have the same shape")
     for name, x in (("p", p), ("q", q)):
@@ -278,14 +353,18 @@ def best_of_n_policy(rewards: torch.Tensor, n: int, ref_probs: torch.Tensor | No
     P(best-of-n = y) = F(y)^n − F(y⁻)^n  (ties broken by position). ``ref_probs`` defaults to uniform
     (candidates that were themselves sampled from π_ref). Works over the last axis.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    rewards = torch.as_tensor(rewards).double()
+    n = _int(n, "n", minimum=1)
+    rewards = _tensor(rewards, "rewards").double()
+    if rewards.ndim == 0:
+        raise ValueError("rewards must have a last axis of candidates, got a scalar")
     if ref_probs is None:
         ref_probs = torch.full_like(rewards, 1.0 / rewards.shape[-1])
-    ref_probs = torch.as_tensor(ref_probs).double()
+    ref_probs = _tensor(ref_probs, "ref_probs").double()
     if ref_probs.shape != rewards.shape:
-        raise ValueError("ref_probs and rewards must have the same shape")
+        raise ValueError(f"ref_probs {tuple(ref_probs.shape)} and rewards {tuple(rewards.shape)} must have the same shape")
+    if (ref_probs < 0).any() or not torch.allclose(ref_probs.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-6):
+        raise ValueError("ref_probs must hold probabilities that sum to one over the candidates (last axis); "
+                         f"their sums are {ref_probs.sum(-1).flatten()[:4].tolist()}")
     order = torch.argsort(rewards, dim=-1, stable=True)
     p_sorted = ref_probs.gather(-1, order)
     cdf = p_sorted.cumsum(-1).clamp(max=1.0)
@@ -297,8 +376,7 @@ def best_of_n_policy(rewards: torch.Tensor, n: int, ref_probs: torch.Tensor | No
 
 def best_of_n_kl(n: int) -> float:
     """Analytic KL(best-of-n ‖ π_ref) = log n − (n − 1)/n for a continuous reward (Stiennon et al. 2020; Gao et al. 2023)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = _int(n, "n", minimum=1)
     return math.log(n) - (n - 1) / n
 
 
@@ -308,14 +386,27 @@ def policy_curve(ref_logprobs: torch.Tensor, optimised: torch.Tensor, evaluated:
     Everything is per prompt (last axis = candidates) and then averaged over prompts. Returns
     ``{"beta": [...], "kl": [...], name: [...] for each evaluated reward}``.
     """
-    ref = torch.softmax(torch.as_tensor(ref_logprobs).double(), -1)
+    ref_logprobs = _tensor(ref_logprobs, "ref_logprobs", neg_inf=True).double()
+    optimised = _tensor(optimised, "optimised").double()
+    if optimised.shape != ref_logprobs.shape:
+        raise ValueError(f"optimised {tuple(optimised.shape)} and ref_logprobs {tuple(ref_logprobs.shape)} must have the same shape")
+    if not isinstance(evaluated, dict):
+        raise TypeError(f"evaluated must be a dict of name -> rewards, got {type(evaluated).__name__}")
+    evaluated = {k: _tensor(r, f"evaluated[{k!r}]").double() for k, r in evaluated.items()}
+    for k, r in evaluated.items():
+        if r.shape != ref_logprobs.shape:
+            raise ValueError(f"evaluated[{k!r}] {tuple(r.shape)} must have the shape of ref_logprobs {tuple(ref_logprobs.shape)}")
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or not betas:
+        raise ValueError("betas must be a non-empty list of positive numbers")
+    betas = [_check_beta(b) for b in betas]
+    ref = torch.softmax(ref_logprobs, -1)
     out = {"beta": [], "kl": [], **{k: [] for k in evaluated}}
     for b in betas:
-        pi = kl_regularised_policy(ref.log(), torch.as_tensor(optimised).double(), b).double()
+        pi = kl_regularised_policy(ref.log(), optimised, b).double()
         out["beta"].append(float(b))
         out["kl"].append(float(kl_divergence(pi, ref).mean()))
         for k, r in evaluated.items():
-            out[k].append(float((pi * torch.as_tensor(r).double()).sum(-1).mean()))
+            out[k].append(float((pi * r).sum(-1).mean()))
     return out
 
 
@@ -329,6 +420,8 @@ def _embed_cached(texts: tuple[str, ...], device: str) -> torch.Tensor:
 
 def embed_responses(responses: Sequence[str], device: str | torch.device | None = None) -> torch.Tensor:
     """Frozen features for a reward model: all-MiniLM-L6-v2 sentence embeddings (384-dim, unit norm)."""
+    if isinstance(responses, str):
+        raise TypeError("responses must be a list of strings, not one string")
     texts = tuple(responses)
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise ValueError("responses must be a non-empty list of non-empty strings")

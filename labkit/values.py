@@ -15,12 +15,15 @@ Notebook 10 uses this module.
   :func:`preference_matrix`, :func:`fit_bradley_terry`, :func:`cyclic_triads`.
 
 The course's propositions, prompt variants, personas and outcomes are in ``labkit/data/values.json``
-(design notes in ``labkit/data/values_data.md``).
+(design notes in ``labkit/data/values_data.md``). Every public function checks its arguments (types, shapes,
+ranges, NaN/inf, empty input) and raises a ``TypeError``/``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -60,6 +63,64 @@ LETTERS = ("A", "B", "C", "D")
 SURVEY_SYSTEM = "Answer with a single letter."
 
 
+def _int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _number(value, name: str, minimum: float | None = None, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be ≥ {minimum}, got {value}")
+    return float(value)
+
+
+def _tensor(value, name: str, ndim: int | None = None, min_ndim: int = 0, neg_inf: bool = False,
+            dtype=torch.float32) -> torch.Tensor:
+    """``value`` as a real tensor of ``dtype``, not empty, without NaN or ±inf (−inf allowed where ``neg_inf``)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a tensor of numbers, got {type(value).__name__}")
+    try:
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a tensor of numbers ({e})") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(t.shape)}")
+    if t.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
+    t = t.to(dtype)
+    if torch.isnan(t).any():
+        raise ValueError(f"{name} contains NaN")
+    if ((t == math.inf) if neg_inf else torch.isinf(t)).any():
+        raise ValueError(f"{name} contains infinite values")
+    return t
+
+
+def _option_logprobs(value, name: str = "option_logprobs") -> torch.Tensor:
+    lp = _tensor(value, name, min_ndim=1, neg_inf=True)
+    if lp.shape[-1] < 2:
+        raise ValueError(f"{name} must have a last axis of at least two options, got shape {tuple(lp.shape)}")
+    if torch.isinf(lp).all(-1).any():
+        raise ValueError(f"{name} has a row where every option has log-probability −inf")
+    return lp
+
+
+def _lm(lm):
+    if not all(callable(getattr(lm, a, None)) for a in ("option_logprobs", "chat_prompt", "token_id")):
+        raise TypeError(f"lm must be a labkit LanguageModel (labkit.load_lm()), got {type(lm).__name__}")
+    return lm
+
+
 def _nonempty(items, what: str) -> list[str]:
     if isinstance(items, str):
         raise TypeError(f"give a list of {what}, not one string")
@@ -78,7 +139,11 @@ def _nonempty(items, what: str) -> list[str]:
 def _reverse_flags(reverse, n: int) -> list[bool]:
     if isinstance(reverse, bool):
         return [reverse] * n
-    flags = [bool(r) for r in reverse]
+    if isinstance(reverse, (str, bytes)) or not isinstance(reverse, Sequence):
+        raise TypeError(f"reverse must be one bool or a list of bools (one per prompt variant), got {type(reverse).__name__}")
+    if any(not isinstance(r, bool) for r in reverse):
+        raise TypeError(f"reverse must hold bools, got {list(reverse)!r}")
+    flags = list(reverse)
     if len(flags) != n:
         raise ValueError(f"reverse must be one bool or one bool per prompt variant ({n}); got {len(flags)}")
     return flags
@@ -135,14 +200,18 @@ def choice_logprobs(lm, questions: Sequence[str], letters: Sequence[str] = LETTE
     ``normalize=True`` renormalises over the letters: log p(letter | question, letter ∈ letters).
     ``progress=True`` shows a progress bar over the batches.
     """
+    _lm(lm)
     if isinstance(questions, str):
         questions = [questions]
     questions = list(questions)
     if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
         raise ValueError("questions must be a non-empty list of non-empty strings")
-    letters = list(letters)
-    if len(set(letters)) != len(letters):
-        raise ValueError(f"the letters contain duplicates {letters}: each option must appear once")
+    letters = _nonempty(letters, "letters")
+    if len(letters) < 2:
+        raise ValueError(f"letters must name at least two answer options, got {letters}")
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"system must be a string or None, got {type(system).__name__}")
+    batch_size = _int(batch_size, "batch_size", minimum=1)
     if chat:
         texts = [lm.chat_prompt(q, system=system) for q in questions]
     else:
@@ -165,9 +234,15 @@ def to_scale_order(option_logprobs: torch.Tensor, reverse) -> torch.Tensor:
     """Re-index letter log-probabilities so that position k is always the answer ``LIKERT[k]``:
     the letter axis (last) is flipped where ``reverse`` is True (``reverse`` broadcasts against the leading
     axes, e.g. a ``[1, V, 1]`` tensor for a ``[P, V, K, 4]`` table)."""
-    lp = torch.as_tensor(option_logprobs, dtype=torch.float32)
-    rev = torch.as_tensor(reverse, dtype=torch.bool)
-    return torch.where(rev[..., None], lp.flip(-1), lp)
+    lp = _option_logprobs(option_logprobs)
+    rev = torch.as_tensor(reverse)
+    if rev.dtype != torch.bool:
+        raise TypeError(f"reverse must hold bools (True where the scale was shown reversed), got dtype {rev.dtype}")
+    try:
+        return torch.where(rev[..., None], lp.flip(-1), lp)
+    except RuntimeError:
+        raise ValueError(f"reverse {tuple(rev.shape)} does not broadcast against the leading axes of option_logprobs "
+                         f"{tuple(lp.shape[:-1])}") from None
 
 
 def calibrate(option_logprobs: torch.Tensor, content_free_logprobs: torch.Tensor) -> torch.Tensor:
@@ -178,8 +253,8 @@ def calibrate(option_logprobs: torch.Tensor, content_free_logprobs: torch.Tensor
     ``content_free_logprobs`` broadcasts against ``option_logprobs`` (e.g. ``[V, K, 4]`` against
     ``[P, V, K, 4]``), so every format gets its own bias estimate; a content-free prompt calibrates to uniform.
     """
-    lp = torch.log_softmax(torch.as_tensor(option_logprobs, dtype=torch.float32), -1)
-    cf = torch.log_softmax(torch.as_tensor(content_free_logprobs, dtype=torch.float32), -1)
+    lp = torch.log_softmax(_option_logprobs(option_logprobs), -1)
+    cf = torch.log_softmax(_option_logprobs(content_free_logprobs, "content_free_logprobs"), -1)
     if cf.shape[-1] != lp.shape[-1]:
         raise ValueError(f"{lp.shape[-1]} options but {cf.shape[-1]} content-free options")
     try:
@@ -191,7 +266,7 @@ def calibrate(option_logprobs: torch.Tensor, content_free_logprobs: torch.Tensor
 def letter_shares(option_logprobs: torch.Tensor) -> torch.Tensor:
     """Average probability of each letter over all prompts (softmax over the last axis): ``[n_options]``.
     An unbiased model asked a balanced survey has no reason to prefer any letter."""
-    lp = torch.as_tensor(option_logprobs, dtype=torch.float32)
+    lp = _option_logprobs(option_logprobs)
     return torch.softmax(lp, -1).reshape(-1, lp.shape[-1]).mean(0)
 
 
@@ -202,8 +277,8 @@ def stance_scores(option_logprobs: torch.Tensor, scores: Sequence[float] = LIKER
     answer options instead of one sampled answer. ``scores`` may be a tensor broadcasting against the
     log-probabilities (one score vector per prompt format).
     """
-    lp = torch.as_tensor(option_logprobs, dtype=torch.float32)
-    sc = torch.as_tensor(scores, dtype=torch.float32)
+    lp = _option_logprobs(option_logprobs)
+    sc = _tensor(scores, "scores", min_ndim=1)
     if lp.shape[-1] != sc.shape[-1]:
         raise ValueError(f"{lp.shape[-1]} options but {sc.shape[-1]} scores")
     return (torch.softmax(lp, -1) * sc).sum(-1)
@@ -245,7 +320,7 @@ def variance_decomposition(y) -> dict[str, float]:
     SS_total = Σ (y − ȳ)², SS_P = V·K Σ_p (ȳ_p·· − ȳ)², SS_V = P·K Σ_v (ȳ_·v· − ȳ)², SS_K = P·V Σ_k (ȳ_··k − ȳ)²,
     shares = SS / SS_total; "interactions" = 1 − the three main-effect shares.
     """
-    y = np.asarray(torch.as_tensor(y, dtype=torch.float64))
+    y = np.asarray(_tensor(y, "y", dtype=torch.float64))
     if y.ndim != 3 or min(y.shape) < 1:
         raise ValueError("y must be a [propositions, variants, personas] array")
     P, V, K = y.shape
@@ -270,9 +345,10 @@ def persona_permutation_test(y, n_permutations: int = 10_000, seed: int = 0) -> 
     the K stances within each (proposition, variant) block are exchangeable, so each permutation shuffles
     the persona labels inside every block independently. p = (1 + #{T_i ≥ T}) / (1 + n_permutations).
     """
-    y = torch.as_tensor(y, dtype=torch.float64)
+    y = _tensor(y, "y", dtype=torch.float64)
     if y.ndim != 3 or y.shape[2] < 2:
         raise ValueError("y must be [propositions, variants, personas] with at least two personas")
+    n_permutations, seed = _int(n_permutations, "n_permutations", minimum=1), _int(seed, "seed")
     P, V, K = y.shape
     blocks = y.reshape(P * V, K)
     stat = lambda b: ((b.mean(-2) - b.mean((-1, -2), keepdim=True)[..., 0]) ** 2).sum(-1)  # noqa: E731
@@ -298,7 +374,11 @@ def cluster_texts(embeddings: torch.Tensor, k: int, seed: int = 0) -> tuple[np.n
     where ``centre index[c]`` is the member of cluster c closest to its centroid (its representative text)."""
     from sklearn.cluster import KMeans
 
-    E = torch.nn.functional.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=-1).numpy()
+    E = _tensor(embeddings, "embeddings", ndim=2)
+    if (E.norm(dim=-1) == 0).any():
+        raise ValueError("embeddings contains an all-zero row: its direction (cosine geometry) is undefined")
+    E = torch.nn.functional.normalize(E, dim=-1).numpy()
+    k, seed = _int(k, "k"), _int(seed, "seed")
     if not 1 <= k <= len(E):
         raise ValueError(f"k must lie between 1 and the number of texts ({len(E)})")
     km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(E)
@@ -318,7 +398,9 @@ def pairwise_prompts(outcomes: Sequence[str], template: str) -> tuple[list[str],
     """Both orders of every pair of outcomes: prompts with ``{a}`` (option A) and ``{b}`` (option B), and
     the ``(i, j)`` index pairs shown as (A, B). Showing both orders cancels a preference for a letter."""
     outcomes = _nonempty(outcomes, "outcomes")
-    if "{a}" not in template or "{b}" not in template:
+    if len(outcomes) < 2:
+        raise ValueError("pairwise comparisons need at least two outcomes")
+    if not isinstance(template, str) or "{a}" not in template or "{b}" not in template:
         raise ValueError("the template needs '{a}' and '{b}'")
     pairs = [(i, j) for i, j in itertools.permutations(range(len(outcomes)), 2)]
     return [template.format(a=outcomes[i], b=outcomes[j]) for i, j in pairs], pairs
@@ -330,8 +412,22 @@ def preference_matrix(p_first: torch.Tensor, pairs: Sequence[tuple[int, int]], n
     ``p_first[m]`` is p(option A | prompt m) (renormalised over A and B), for the ordered pair ``pairs[m]``.
     P[i, j] + P[j, i] = 1; the diagonal is 0.5.
     """
+    n = _int(n, "n", minimum=2)
+    p_first = _tensor(p_first, "p_first", ndim=1, dtype=torch.float64)
+    if ((p_first < 0) | (p_first > 1)).any():
+        raise ValueError("p_first must hold probabilities in [0, 1] (p(option A) renormalised over A and B)")
+    if isinstance(pairs, (str, bytes)):
+        raise TypeError("pairs must be a list of (i, j) index pairs")
+    pairs = [tuple(q) for q in pairs]
+    if len(pairs) != len(p_first):
+        raise ValueError(f"{len(p_first)} probabilities in p_first but {len(pairs)} pairs: give one per shown pair")
+    for q in pairs:
+        if len(q) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in q):
+            raise TypeError(f"each pair must be two integer indices (i, j), got {q!r}")
+        if not (0 <= q[0] < n and 0 <= q[1] < n) or q[0] == q[1]:
+            raise ValueError(f"pair {q} must hold two different indices in [0, {n - 1}]")
     P = torch.full((n, n), float("nan"), dtype=torch.float64)
-    for (i, j), p in zip(pairs, torch.as_tensor(p_first, dtype=torch.float64)):
+    for (i, j), p in zip(pairs, p_first):
         P[i, j] = p if torch.isnan(P[i, j]) else (P[i, j] + p) / 2
         P[j, i] = 1 - P[i, j]
     P.fill_diagonal_(0.5)
@@ -348,13 +444,18 @@ def fit_bradley_terry(wins, pseudo_count: float = 0.5, tol: float = 1e-12, max_i
     centred so that Σ u_i = 0 (natural-log scale). Solved with the minorise–maximise update of Hunter
     (2004): π_i ← W_i / Σ_{j≠i} n_ij / (π_i + π_j), u = log π.
     """
-    W = torch.as_tensor(wins, dtype=torch.float64).clone()
+    if isinstance(wins, torch.Tensor) and torch.isnan(wins).any():
+        raise ValueError("wins must be non-negative numbers (it contains NaN)")
+    W = _tensor(wins, "wins", dtype=torch.float64).clone()
     if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] < 2:
         raise ValueError("wins must be a square [n, n] matrix with n ≥ 2")
-    if (W < 0).any() or torch.isnan(W).any():
+    if (W < 0).any():
         raise ValueError("wins must be non-negative numbers")
+    pseudo_count = _number(pseudo_count, "pseudo_count")
     if pseudo_count < 0:
         raise ValueError("pseudo_count must be ≥ 0")
+    tol = _number(tol, "tol", positive=True)
+    max_iter = _int(max_iter, "max_iter", minimum=1)
     n = W.shape[0]
     off = ~torch.eye(n, dtype=torch.bool)
     W = torch.where(off, W + pseudo_count, torch.zeros_like(W))
@@ -377,7 +478,7 @@ def fit_bradley_terry(wins, pseudo_count: float = 0.5, tol: float = 1e-12, max_i
 
 def bradley_terry_probs(u: torch.Tensor) -> torch.Tensor:
     """P[i, j] = σ(u_i − u_j)."""
-    u = torch.as_tensor(u, dtype=torch.float64)
+    u = _tensor(u, "u", ndim=1, dtype=torch.float64)
     return torch.sigmoid(u[:, None] - u[None, :])
 
 
@@ -389,9 +490,15 @@ def cyclic_triads(P) -> int:
 
     Requires a complete tournament (no exact ties P[i, j] = ½ off the diagonal).
     """
-    P = torch.as_tensor(P, dtype=torch.float64)
+    P = _tensor(P, "P", ndim=2, dtype=torch.float64)
+    if P.shape[0] != P.shape[1] or P.shape[0] < 3:
+        raise ValueError(f"P must be a square [n, n] matrix with n ≥ 3, got shape {tuple(P.shape)}")
+    if ((P < 0) | (P > 1)).any():
+        raise ValueError("P must hold probabilities in [0, 1]")
     n = P.shape[0]
     off = ~torch.eye(n, dtype=torch.bool)
+    if not torch.allclose((P + P.T)[off], torch.ones(()).double(), atol=1e-6):
+        raise ValueError("P must be a preference matrix with P[i, j] + P[j, i] = 1 (values.preference_matrix)")
     if (P[off] == 0.5).any():
         raise ValueError("a pair is tied at exactly 1/2: the tournament is incomplete")
     s = ((P > 0.5) & off).sum(1).double()

@@ -122,7 +122,7 @@ def test_seat_sentences_and_bad_templates():
         "This is rose.", "That is rose.", "This is ant.", "That is ant."]
     with pytest.raises(ValueError, match="template"):
         bias.seat_sentences(["rose"], ["no slot"])
-    with pytest.raises(ValueError, match="empty word"):
+    with pytest.raises(ValueError, match="words must be non-empty"):
         bias.seat_sentences(["rose", ""], ["This is {}."])
 
 
@@ -194,3 +194,91 @@ def test_minimal_pair_scores_match_logprobs_and_refuse_empty_text(lm):
     assert torch.allclose(d, ref.reshape(1), atol=1e-4)
     with pytest.raises(ValueError, match="non-empty"):
         bias.minimal_pair_scores(lm, [{"more": "Fish", "less": "", "continuation": " swim."}])
+
+
+def test_weat_null_effect_sizes_equal_brute_force_and_give_the_p_value():
+    g = torch.Generator().manual_seed(7)
+    sx, sy = torch.randn(4, generator=g) + 0.3, torch.randn(4, generator=g)
+    s = torch.cat([sx, sy]).double()
+    brute = []
+    for c in itertools.combinations(range(8), 4):
+        rest = [i for i in range(8) if i not in c]
+        brute.append(float((s[list(c)].mean() - s[rest].mean()) / s.std()))
+    null = bias.weat_null_effect_sizes(sx, sy)
+    assert torch.allclose(null, torch.tensor(brute, dtype=torch.float64), atol=1e-12)
+    d_obs = float((sx.double().mean() - sy.double().mean()) / s.std())
+    assert null[0] == pytest.approx(d_obs)  # the first combination is the observed split
+    assert float((null >= d_obs - 1e-12).double().mean()) == pytest.approx(bias.permutation_p_value(sx, sy), abs=1e-12)
+    assert null.mean() == pytest.approx(0.0, abs=1e-12)  # every split and its mirror image
+    sampled = bias.weat_null_effect_sizes(sx, sy, exact_limit=0, n_permutations=5000, seed=1)
+    assert len(sampled) == 5000 and abs(float(sampled.quantile(0.95)) - float(null.quantile(0.95))) < 0.1
+
+
+def _planted_bias_classifier(artifact):
+    """A simulated 3-way classifier with a known label bias b: log p(y | text) = log softmax(b + 0.3 · counts of
+    y's evidence words in the text (+ ``artifact`` when the text contains the content-free token "N/A"))."""
+    b = torch.tensor([1.5, 0.0, -1.0])
+    words = [f"w{k}_{i}" for k in range(3) for i in range(10)]
+    label_of = {w: i // 10 for i, w in enumerate(words)}
+    g = torch.Generator().manual_seed(0)
+    texts, labels = [], []
+    for n in range(300):  # a balanced test set: each text has 4 words of its label and 2 random ones
+        y = n % 3
+        own = [words[y * 10 + int(i)] for i in torch.randint(10, (4,), generator=g)]
+        texts.append(" ".join(own + [words[int(i)] for i in torch.randint(30, (2,), generator=g)]))
+        labels.append(y)
+
+    def model(text):
+        logit = b.clone()
+        for w in text.split():
+            if w in label_of:
+                logit[label_of[w]] += 0.3
+            if w == "N/A":
+                logit += artifact
+        return torch.log_softmax(logit, -1)
+
+    return b, texts, torch.tensor(labels), model
+
+
+def test_domain_context_calibration_recovers_a_planted_label_bias():
+    b, texts, labels, model = _planted_bias_classifier(artifact=torch.tensor([-2.0, 2.0, 0.0]))
+    lp = torch.stack([model(t) for t in texts])
+    dc = torch.stack([model(t) for t in bias.domain_context_texts(texts, n=200, seed=0)])
+    cf = torch.stack([model("N/A")])
+    centred = lambda v: v - v.mean()  # noqa: E731  a bias is known up to a constant in log space
+    # the domain-context estimate recovers the planted bias; the content-free token adds its own
+    assert (centred(bias.label_bias(dc).log()) - centred(b)).abs().max() < 0.1
+    assert torch.allclose(centred(bias.label_bias(cf).log()) - centred(b), torch.tensor([-2.0, 2.0, 0.0]), atol=1e-5)
+    raw_bias, raw_acc = bias.position_bias(lp), (lp.argmax(-1) == labels).float().mean()
+    dcc = bias.domain_context_calibration(lp, dc)
+    ccc = bias.contextual_calibration(lp, cf)
+    assert raw_bias > 0.3 and raw_acc < 0.5  # the planted bias decides most answers
+    assert bias.position_bias(dcc) < 0.03 and (dcc.argmax(-1) == labels).float().mean() > 0.95
+    assert bias.position_bias(ccc) > raw_bias  # dividing by a wrong estimate makes it worse
+    # with a neutral content-free token both estimates are right
+    b, texts, labels, model = _planted_bias_classifier(artifact=torch.zeros(3))
+    lp = torch.stack([model(t) for t in texts])
+    assert torch.allclose(bias.contextual_calibration(lp, model("N/A")[None]), torch.log_softmax(lp - b, -1), atol=1e-5)
+
+
+def test_domain_context_texts_draw_words_of_the_domain():
+    texts = ["the cat sat", "a dog ran far away"]
+    out = bias.domain_context_texts(texts, n=30, seed=3)
+    bag = {w for t in texts for w in t.split()}
+    assert len(out) == 30 and all(len(t.split()) == 4 for t in out)  # mean length (3 + 5) / 2
+    assert all(set(t.split()) <= bag for t in out)
+    assert out == bias.domain_context_texts(texts, n=30, seed=3) and out != bias.domain_context_texts(texts, n=30, seed=4)
+    assert all(len(t.split()) == 2 for t in bias.domain_context_texts(texts, n=5, length=2))
+
+
+def test_nan_and_silent_results_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        bias.position_bias(torch.tensor([[float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        bias.contextual_calibration(torch.zeros(2, 3), torch.tensor([[0.0, float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="all-zero embedding"):  # a zero vector has no cosine: not a silent 0
+        bias.weat_effect_size(torch.zeros(2, 3), torch.ones(2, 3), torch.eye(3)[:2], torch.eye(3)[1:])
+    with pytest.raises(ValueError, match="binary head"):  # a 3-class y would silently use only class 0's weights
+        X, y = bias.simplicity_data(30)
+        model, _ = bias.train_mlp(X, y, hidden=4, steps=1, device="cpu")
+        bias.last_layer_retrain(model, X, torch.arange(30) % 3, torch.arange(30) % 2)

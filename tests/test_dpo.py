@@ -135,6 +135,10 @@ def test_lora_dpo_caching_matches_full_forward(own_lm):
         trainer.train(torch.tensor([0]), torch.tensor([1]), beta=0.0, progress=False)
     with pytest.raises(ValueError, match="already carries"):
         dpo.LoraDPO(lm, prompts, responses)
+    trainer.reset()  # the adapter back at its initial weights: the policy is the reference again
+    assert torch.allclose(trainer.logps(torch.arange(3)), trainer.ref_logps, atol=1e-5)
+    again = trainer.train(torch.tensor([0, 0]), torch.tensor([1, 2]), beta=0.5, epochs=3, pairs_per_step=2, lr=1e-2, progress=False)
+    assert again["loss"] == pytest.approx(hist["loss"], abs=1e-5)  # a second run from the same start repeats the first
     trainer.remove()  # the LoRA layers come out: lm.model is the plain model again
     assert not any("lora" in name for name, _ in lm.model.named_modules())
     assert torch.allclose(lm.logprobs(prompts, responses), expected, atol=1e-4)
@@ -173,3 +177,16 @@ def test_tabular_dpo_bad_input():
         dpo.tabular_dpo(torch.tensor([0.5, 0.6]), torch.zeros(2), 1.0)
     with pytest.raises(ValueError, match="beta"):
         dpo.tabular_dpo(torch.tensor([0.5, 0.5]), torch.zeros(2), -1.0)
+
+
+def test_nan_log_probabilities_are_refused():
+    nan = float("nan")
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="NaN"):
+        dpo.dpo_loss(torch.tensor([nan, 0.0]), x, x, x, 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        dpo.ranking_accuracy(torch.tensor([nan, 0.0]), x)  # NaN > x is False: a silently lower accuracy
+    with pytest.raises(ValueError, match="NaN"):
+        dpo.ches_score(torch.full((1, 2, 3), nan), torch.ones(1, 2, 3))
+    with pytest.raises(ValueError, match="vocabulary"):
+        dpo.sequence_logprobs(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 9]]), torch.tensor([[0, 1, 1]]))

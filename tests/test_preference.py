@@ -170,3 +170,33 @@ def test_best_of_n_needs_positive_integer():
         P.best_of_n_policy(torch.zeros(3), 0)
     with pytest.raises(ValueError):
         P.best_of_n_kl(0)
+
+
+def test_best_of_n_refuses_a_reference_that_is_not_a_distribution():
+    # issue 15: a reference summing to 1.5 used to give a "distribution" summing to 1.94
+    rewards = torch.tensor([0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="sum to one"):
+        P.best_of_n_policy(rewards, 2, torch.tensor([0.5, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="sum to one"):
+        P.best_of_n_policy(rewards, 2, torch.tensor([1.2, -0.1, -0.1]))
+    ref = torch.tensor([0.2, 0.3, 0.5])
+    pi = P.best_of_n_policy(rewards, 3, ref)
+    # brute force over all 27 draws of 3 candidates
+    import itertools
+
+    brute = torch.zeros(3, dtype=torch.float64)
+    for draw in itertools.product(range(3), repeat=3):
+        brute[max(draw, key=lambda i: (rewards[i], i))] += float(ref[list(draw)].prod())
+    assert torch.allclose(pi.double(), brute, atol=1e-6) and float(pi.sum()) == pytest.approx(1.0)
+
+
+def test_nan_rewards_and_probabilities_are_refused():
+    nan = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        P.bt_loss(torch.tensor([nan]), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="NaN"):
+        P.kl_regularised_policy(torch.zeros(2), torch.tensor([0.0, nan]), 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        P.preference_accuracy(torch.tensor([nan, 1.0]), torch.zeros(2))  # NaN > 0 is False: a silent wrong count
+    with pytest.raises(ValueError, match="NaN"):
+        P.train_reward_model(torch.tensor([[nan, 1.0]]), torch.zeros(1, 2))
