@@ -17,6 +17,8 @@ This module adds notebook 07's inputs: prompt pairs built from the professions d
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 from labkit import datasets
@@ -48,6 +50,13 @@ __all__ = [
 ]
 
 
+def _check_lm(lm) -> None:
+    from labkit.lm import LanguageModel
+
+    if not isinstance(lm, LanguageModel):
+        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
+
+
 def tokenize_pair(lm, clean: str | Sequence[str], corrupted: str | Sequence[str], device=None):
     """Token ids of clean and corrupted prompts as two ``[K, seq]`` tensors of the same shape.
 
@@ -55,6 +64,11 @@ def tokenize_pair(lm, clean: str | Sequence[str], corrupted: str | Sequence[str]
     tokens as its corrupted partner (and, to batch them, as the other pairs); :func:`paired_ids` raises
     ``ValueError`` naming the mismatch otherwise.
     """
+    _check_lm(lm)
+    for name, v in (("clean", clean), ("corrupted", corrupted)):
+        if not isinstance(v, str) and (isinstance(v, bytes) or not isinstance(v, Sequence)
+                                       or not all(isinstance(t, str) for t in v)):
+            raise TypeError(f"{name} must be a prompt or a list of prompts (strings), got {v!r}")
     return paired_ids(lm, clean, corrupted, device=device)
 
 
@@ -76,6 +90,12 @@ def profession_pairs(
     is unknown, too gendered by definition, or several tokens. Returns
     ``(clean prompts, corrupted prompts, [(word, stereotypical score)])``.
     """
+    _check_lm(lm)
+    if isinstance(max_definitional, bool) or not isinstance(max_definitional, numbers.Real) \
+            or not math.isfinite(max_definitional) or not 0 < max_definitional <= 1:
+        raise ValueError(f"max_definitional must be a number in (0, 1] (|definitional| is at most 1), got {max_definitional!r}")
+    if not isinstance(like, str) or not like.strip():
+        raise ValueError(f"like must be the corrupting word, a non-empty string such as 'man', got {like!r}")
     if not isinstance(template, str) or template.count("{}") != 1:
         raise ValueError(f"template must contain '{{}}' once, where the profession goes, got {template!r}")
     professions = datasets.load_professions()
@@ -85,8 +105,10 @@ def profession_pairs(
         kept = datasets.filter_professions(lm, professions, max_definitional=max_definitional, like=like)
         chosen = sorted(((p["word"], p["stereotypical"]) for p in kept), key=lambda r: (r[1], r[0]))[:n]
     else:
-        if isinstance(words, str) or not list(words):
+        if isinstance(words, (str, bytes)) or not isinstance(words, Sequence) or not list(words):
             raise ValueError("words must be a non-empty list of professions")
+        if not all(isinstance(w, str) for w in words):
+            raise TypeError(f"words must be profession names (strings), got {list(words)!r}")
         by_word = {p["word"]: p for p in professions}
         chosen = []
         for w in words:

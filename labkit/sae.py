@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -46,6 +47,77 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _int(value, name: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    return int(value)
+
+
+def _real(value, name: str, low: float | None = None, high: float | None = None, open_low: bool = False,
+          open_high: bool = False) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (open_low and value == low)):
+        raise ValueError(f"{name} must be {'>' if open_low else '>='} {low}, got {value}")
+    if high is not None and (value > high or (open_high and value == high)):
+        raise ValueError(f"{name} must be {'<' if open_high else '<='} {high}, got {value}")
+    return value
+
+
+def _matrix(x, name: str, dim: int | None = 2) -> torch.Tensor:
+    """A finite, non-empty floating tensor with ``dim`` axes (any number ≥ 1 when ``dim`` is None)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if (dim is not None and x.dim() != dim) or x.dim() == 0:
+        raise ValueError(f"{name} must have {dim or 'at least 1'} axes, got shape {list(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {list(x.shape)})")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _check_lm(lm) -> None:
+    from labkit.lm import LanguageModel
+
+    if not isinstance(lm, LanguageModel):
+        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
+
+
+def _check_sae(sae) -> None:
+    if not isinstance(sae, SparseAutoencoder):
+        raise TypeError(f"sae must be a labkit.sae.SparseAutoencoder (from train_sae), got {type(sae).__name__}")
+
+
+def _tokens(lm, tokens, name: str = "tokens") -> torch.Tensor:
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty [n, seq] tensor of token ids, got {getattr(tokens, 'shape', tokens)!r}")
+    if tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    if (tokens < 0).any() or (tokens >= lm.vocab_size).any():
+        raise ValueError(f"{name} holds ids outside the vocabulary (0-{lm.vocab_size - 1})")
+    return tokens
+
+
+def _readout(readout) -> None:
+    if not callable(readout):
+        raise TypeError(f"readout must be a function from logits [rows, 1, vocab] to one number per row, "
+                        f"got {type(readout).__name__} (e.g. patching.logit_diff_readout(he, she))")
+
+
+# --------------------------------------------------------------------------------------------------
 # Toy model of superposition
 
 
@@ -65,11 +137,12 @@ def toy_superposition(
     importance ``importance_decay**i``. With dense features (sparsity 0) the model keeps the d most important
     ones; with sparse features it packs more than d features into d dimensions (superposition).
     """
-    if d_hidden < 1 or n_features < 1:
-        raise ValueError("n_features and d_hidden must be positive")
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity is a probability in [0, 1), got {sparsity}")
-    g = torch.Generator().manual_seed(seed)
+    n_features, d_hidden = _int(n_features, "n_features", 1), _int(d_hidden, "d_hidden", 1)
+    sparsity = _real(sparsity, "sparsity (a probability in [0, 1))", 0.0, 1.0, open_high=True)
+    importance_decay = _real(importance_decay, "importance_decay", 0.0, 1.0, open_low=True)
+    steps, batch_size = _int(steps, "steps", 1), _int(batch_size, "batch_size", 1)
+    lr = _real(lr, "lr", 0.0, open_low=True)
+    g = torch.Generator().manual_seed(_int(seed, "seed", 0))
     W = (torch.randn(d_hidden, n_features, generator=g) * 0.1).requires_grad_(True)
     b = torch.zeros(n_features, requires_grad=True)
     imp = importance_decay ** torch.arange(n_features, dtype=torch.float32)
@@ -98,7 +171,10 @@ def planted_features(
     each ``c_i`` is nonzero with probability ``p_active`` and then uniform on [0.5, 1.5]. Returns
     ``(X [n_samples, d], V [n_features, d], C [n_samples, n_features])``.
     """
-    g = torch.Generator().manual_seed(seed)
+    n_samples, d, n_features = _int(n_samples, "n_samples", 1), _int(d, "d", 1), _int(n_features, "n_features", 1)
+    p_active = _real(p_active, "p_active", 0.0, 1.0, open_low=True)
+    noise = _real(noise, "noise", 0.0)
+    g = torch.Generator().manual_seed(_int(seed, "seed", 0))
     V = torch.randn(n_features, d, generator=g)
     V = V / V.norm(dim=1, keepdim=True)
     active = torch.rand(n_samples, n_features, generator=g) < p_active
@@ -118,7 +194,7 @@ def _dictionary_size(d: int, n_features: int | None, expansion: int | None) -> i
         if not isinstance(expansion, int) or isinstance(expansion, bool) or expansion < 1:
             raise ValueError(f"expansion k must be a positive integer (S = k × D), got {expansion!r}")
         return expansion * d
-    if not isinstance(n_features, int) or n_features < 1 or n_features % d:
+    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1 or n_features % d:
         raise ValueError(
             f"dictionary size {n_features!r} must be a positive multiple of the input width D = {d} "
             f"(S = k × D, e.g. {2 * d} or {4 * d})"
@@ -136,8 +212,9 @@ class SparseAutoencoder(nn.Module):
 
     def __init__(self, d: int, n_features: int | None = None, expansion: int | None = None, seed: int = 0):
         super().__init__()
-        if not isinstance(d, int) or d < 1:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             raise ValueError(f"input width d must be a positive integer, got {d!r}")
+        seed = _int(seed, "seed", 0)
         S = _dictionary_size(d, n_features, expansion)
         g = torch.Generator().manual_seed(seed)
         W_d = torch.randn(d, S, generator=g)
@@ -156,15 +233,22 @@ class SparseAutoencoder(nn.Module):
     def n_features(self) -> int:
         return self.W_d.shape[1]
 
-    def _check(self, x: torch.Tensor) -> None:
-        if x.shape[-1] != self.d:
-            raise ValueError(f"input has width {x.shape[-1]}, this SAE expects {self.d}")
+    def _check(self, x: torch.Tensor, width: int, what: str) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{what} must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() == 0 or x.shape[-1] != width:
+            raise ValueError(f"{what} has width {x.shape[-1] if x.dim() else 'none (a scalar)'}, this SAE expects {width}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} contains NaN or inf")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
+        """Feature activations ``f = ReLU(W_e (x − b_d) + b_e)`` of inputs ``[..., D]`` in the SAE's training units."""
+        self._check(x, self.d, "the input")
         return torch.relu((x - self.b_d) @ self.W_e.T + self.b_e)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``x̂ = W_d f + b_d`` from feature activations ``[..., S]``."""
+        self._check(f, self.n_features, "the feature activations f")
         return f @ self.W_d.T + self.b_d
 
     def forward(self, x: torch.Tensor):
@@ -174,6 +258,7 @@ class SparseAutoencoder(nn.Module):
 
     def forward_native(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of an activation in the model's units (divides by ``scale``, multiplies back)."""
+        self._check(x, self.d, "the input")
         return self(x / self.scale)[0] * self.scale
 
     @torch.no_grad()
@@ -184,8 +269,19 @@ class SparseAutoencoder(nn.Module):
 def sae_loss(x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor, W_d: torch.Tensor, lam: float) -> torch.Tensor:
     """``L = mean_batch ( ‖x − x̂‖² + λ Σ_i f_i ‖W_d,i‖ )`` — reconstruction plus the L1 sparsity penalty.
 
-    ``x, x_hat``: [batch, D]; ``f``: [batch, S]; ``W_d``: [D, S] (column i is feature i's direction).
+    ``x, x_hat``: [batch, D]; ``f``: [batch, S] (non-negative, as after a ReLU); ``W_d``: [D, S] (column i is
+    feature i's direction); ``λ ≥ 0`` in the units of x (the penalty is linear in f, the error quadratic in x).
     """
+    x, x_hat, f, W_d = (_matrix(t, name) for t, name in ((x, "x"), (x_hat, "x_hat"), (f, "f"), (W_d, "W_d")))
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat must have the shape of x {list(x.shape)}, got {list(x_hat.shape)}")
+    if f.shape[0] != x.shape[0] or W_d.shape != (x.shape[1], f.shape[1]):
+        raise ValueError(f"shapes do not fit: x [batch, D] = {list(x.shape)}, f [batch, S] = {list(f.shape)}, "
+                         f"W_d [D, S] = {list(W_d.shape)}")
+    if (f < 0).any():
+        raise ValueError("feature activations f must be >= 0 (they come out of a ReLU); with negative f the L1 "
+                         "penalty would reward activity")
+    lam = _real(lam, "the sparsity coefficient lam", 0.0)
     recon = ((x - x_hat) ** 2).sum(-1)
     sparsity = (f * W_d.norm(dim=0)).sum(-1)
     return (recon + lam * sparsity).mean()
@@ -202,33 +298,53 @@ def train_sae(
     resample_at: Sequence[int] = (),
     seed: int = 0,
     device=None,
-    normalize: bool = True,
+    normalize: bool = False,
 ):
     """Train a :class:`SparseAutoencoder` on rows of ``X`` with Adam and :func:`sae_loss`.
 
-    ``normalize=True`` divides X by a scalar so that the mean squared norm is D (so λ means the same at
-    every layer); the factor is stored in ``sae.scale``. Decoder columns are renormalised after each step.
+    **The units of λ.** With ``normalize=False`` (the default) the loss is the lecture's
+    ``‖x − x̂‖² + λ Σ_i f_i ‖W_d,i‖`` on X as given: λ is in the units of X. With ``normalize=True`` X is first
+    divided by the scalar s = sqrt(mean ‖x‖² / D), so that the mean squared norm is D, and λ applies to the
+    rescaled inputs: the same λ then means the same at every layer of a model, and it equals λ·s in the units
+    of X (the error term is quadratic in x, the penalty linear). s is stored in ``sae.scale`` (1 without
+    normalisation) and ``history["lam_native"]`` = λ·s. Decoder columns are renormalised after each step.
     ``resample_at``: epochs at whose start dead features (no activation in the previous epoch) are
     re-initialised towards inputs the SAE reconstructs worst (Bricken et al. 2023, simplified).
-    Returns ``(sae, history)``; ``history`` has per-epoch ``loss``, ``l0``, ``dead`` (fraction).
+    Returns ``(sae, history)``; ``history`` has per-epoch ``loss``, ``l0``, ``dead`` (fraction), and ``lam_native``.
     """
-    if X.dim() != 2:
-        raise ValueError(f"X must be [n_samples, D], got shape {list(X.shape)}")
+    X = _matrix(X, "X")
+    if len(X) < 2:
+        raise ValueError("X must hold at least 2 samples (rows)")
+    lam = _real(lam, "the sparsity coefficient lam", 0.0)
+    epochs, batch_size = _int(epochs, "epochs", 1), _int(batch_size, "batch_size", 1)
+    lr = _real(lr, "lr", 0.0, open_low=True)
+    seed = _int(seed, "seed", 0)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    if isinstance(resample_at, (str, bytes, int)) or not isinstance(resample_at, Sequence):
+        raise TypeError(f"resample_at must be a list of epoch numbers, got {resample_at!r}")
+    resample_at = {_int(e, "every epoch of resample_at", 1) for e in resample_at}
+    if any(e >= epochs for e in resample_at):
+        raise ValueError(f"resample_at holds epochs {sorted(e for e in resample_at if e >= epochs)} beyond the last "
+                         f"epoch ({epochs - 1})")
     dev = get_device(device)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     X = X.float()
     scale = (X.pow(2).sum(-1).mean() / X.shape[1]).sqrt() if normalize else torch.tensor(1.0)
+    if scale == 0:
+        raise ValueError("X is all zeros: there is nothing to reconstruct")
     Xs = (X / scale).to(dev)
     sae = SparseAutoencoder(X.shape[1], n_features=n_features, expansion=expansion, seed=seed).to(dev)
     sae.scale.fill_(float(scale))
     with torch.no_grad():
         sae.b_d.copy_(Xs.median(dim=0).values)  # geometric-median-like start (Bricken et al.)
     opt = torch.optim.Adam(sae.parameters(), lr=lr)
-    history = {"loss": [], "l0": [], "dead": []}
+    history = {"loss": [], "l0": [], "dead": [], "lam_native": lam * float(scale)}
     n = Xs.shape[0]
+    fired = torch.zeros(sae.n_features, dtype=torch.bool, device=dev)
     for epoch in range(epochs):
-        if epoch in set(resample_at) and epoch > 0:
+        if epoch in resample_at:
             _resample(sae, Xs, fired, opt)
         fired = torch.zeros(sae.n_features, dtype=torch.bool, device=dev)
         perm = torch.randperm(n, generator=g).to(dev)
@@ -280,6 +396,10 @@ def feature_recovery(V_true: torch.Tensor, W_d: torch.Tensor, threshold: float =
     ``V_true``: [n_true, D]; ``W_d``: [D, S]. Returns ``(max_cos [n_true], recovered_rate)`` where a feature
     counts as recovered when its best match exceeds ``threshold``.
     """
+    V_true, W_d = _matrix(V_true, "V_true"), _matrix(W_d, "W_d")
+    threshold = _real(threshold, "threshold (a cosine similarity)", -1.0, 1.0)
+    if (V_true.norm(dim=1) == 0).any() or (W_d.norm(dim=0) == 0).any():
+        raise ValueError("V_true rows and W_d columns must be non-zero directions (a zero vector has no cosine)")
     if V_true.shape[1] != W_d.shape[0]:
         raise ValueError(f"planted features have width {V_true.shape[1]} but decoder columns {W_d.shape[0]}")
     Vn = V_true / V_true.norm(dim=1, keepdim=True)
@@ -291,6 +411,12 @@ def feature_recovery(V_true: torch.Tensor, W_d: torch.Tensor, threshold: float =
 @torch.no_grad()
 def sae_metrics(sae: SparseAutoencoder, X: torch.Tensor) -> dict[str, float]:
     """L0, explained variance and the fraction of dead features of ``sae`` on rows of ``X`` (model units)."""
+    _check_sae(sae)
+    X = _matrix(X, "X")
+    if X.shape[1] != sae.d:
+        raise ValueError(f"X has width {X.shape[1]}, this SAE expects {sae.d}")
+    if len(X) < 2:
+        raise ValueError("explained variance needs at least 2 rows of X")
     X = X.float().to(sae.W_d.device)
     Xs = X / sae.scale
     x_hat, f = sae(Xs)
@@ -316,9 +442,10 @@ def collect_activations(lm, tokens: torch.Tensor, site: str, skip_first: int = 4
     ``skip_first`` positions of each row are dropped: they have little context and position 0 is the
     attention sink, whose activation is hundreds of times larger than the others.
     """
+    _check_lm(lm)
     hooks.parse_site(lm, site)
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.numel() == 0:
-        raise ValueError(f"tokens must be a non-empty [n, seq] tensor of token ids, got {getattr(tokens, 'shape', tokens)!r}")
+    _tokens(lm, tokens)
+    skip_first = _int(skip_first, "skip_first", 0)
     if not 0 <= skip_first < tokens.shape[1]:
         raise ValueError(f"skip_first must be in [0, {tokens.shape[1]}), got {skip_first}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -337,8 +464,14 @@ def collect_activations(lm, tokens: torch.Tensor, site: str, skip_first: int = 4
 
 def splice_sae(lm, sae: SparseAutoencoder, site: str, skip_first: int = 0):
     """A ``hooks.patch`` context that replaces ``site`` by the SAE's reconstruction at positions ≥ skip_first."""
+    _check_lm(lm)
+    _check_sae(sae)
+    hooks.parse_site(lm, site)
+    skip_first = _int(skip_first, "skip_first", 0)
 
     def edit(act):
+        if act.shape[-1] != sae.d:
+            raise ValueError(f"site {site!r} has width {act.shape[-1]}, the SAE expects {sae.d}: splice it where it was trained")
         new = act.clone()
         new[:, skip_first:] = sae.forward_native(act[:, skip_first:].float()).to(act.dtype)
         return new
@@ -354,6 +487,17 @@ def ce_loss_recovered(lm, sae: SparseAutoencoder, tokens: torch.Tensor, site: st
     value (default: the mean of the site on ``tokens``). Returns a dict with ``ce_clean``, ``ce_sae``,
     ``ce_ablated`` and ``recovered = (CE_ablated − CE_sae) / (CE_ablated − CE_clean)``.
     """
+    _check_lm(lm)
+    _check_sae(sae)
+    hooks.parse_site(lm, site)
+    _tokens(lm, tokens)
+    skip_first = _int(skip_first, "skip_first", 0)
+    if not skip_first < tokens.shape[1] - 1:
+        raise ValueError(f"skip_first={skip_first} leaves no position to score in rows of {tokens.shape[1]} tokens")
+    if mean_act is not None:
+        mean_act = _matrix(mean_act, "mean_act", 1)
+        if mean_act.shape != (sae.d,):
+            raise ValueError(f"mean_act must be one activation [{sae.d}], got shape {list(mean_act.shape)}")
     tokens = tokens.to(lm.device)
 
     def ce(logits):
@@ -374,6 +518,9 @@ def ce_loss_recovered(lm, sae: SparseAutoencoder, tokens: torch.Tensor, site: st
 
     with hooks.patch(lm, {site: ablate}):
         ablated = ce(lm.model(input_ids=tokens).logits)
+    if ablated <= clean:
+        raise ValueError(f"mean-ablating {site} does not raise the loss ({clean:.4f} → {ablated:.4f}): the fraction "
+                         f"recovered is undefined; use more tokens or another ablation value (mean_act)")
     return {
         "ce_clean": clean,
         "ce_sae": spliced,
@@ -387,7 +534,18 @@ def top_contexts(lm, tokens: torch.Tensor, feature_acts: torch.Tensor, skip_firs
 
     ``feature_acts`` is the feature's activation for every row of :func:`collect_activations` (same order).
     """
+    _check_lm(lm)
+    _tokens(lm, tokens)
+    skip_first, k, window = _int(skip_first, "skip_first", 0), _int(k, "k", 1), _int(window, "window", 0)
+    if not skip_first < tokens.shape[1]:
+        raise ValueError(f"skip_first must be in [0, {tokens.shape[1]}), got {skip_first}")
     seq = tokens.shape[1] - skip_first
+    feature_acts = _matrix(feature_acts, "feature_acts", 1)
+    if len(feature_acts) != tokens.shape[0] * seq:
+        raise ValueError(f"feature_acts must have one value per collected position: {tokens.shape[0]} rows × {seq} "
+                         f"positions = {tokens.shape[0] * seq}, got {len(feature_acts)} (same skip_first as collect_activations?)")
+    if k > len(feature_acts):
+        raise ValueError(f"k={k} is more than the {len(feature_acts)} positions")
     vals, idx = feature_acts.topk(k)
     out = []
     for v, i in zip(vals.tolist(), idx.tolist()):
@@ -401,6 +559,11 @@ def top_contexts(lm, tokens: torch.Tensor, feature_acts: torch.Tensor, skip_firs
 @torch.no_grad()
 def logit_effects(lm, direction: torch.Tensor, k: int = 5):
     """Tokens whose logits a feature's decoder direction raises and lowers most (direct path ``W_U v``)."""
+    _check_lm(lm)
+    direction = _matrix(direction, "direction", 1)
+    if direction.shape != (lm.d_model,):
+        raise ValueError(f"direction must be one vector [{lm.d_model}] (a decoder column), got shape {list(direction.shape)}")
+    k = _int(k, "k", 1)
     W_U = lm.model.lm_head.weight
     scores = (W_U @ direction.to(W_U.device, W_U.dtype)).float().cpu()
     top = scores.topk(k)
@@ -414,7 +577,9 @@ def logit_effects(lm, direction: torch.Tensor, k: int = 5):
 
 
 def _pair_check(clean_ids, corrupt_ids) -> None:
-    if clean_ids.dim() != 2 or clean_ids.shape != corrupt_ids.shape:
+    if not (isinstance(clean_ids, torch.Tensor) and isinstance(corrupt_ids, torch.Tensor)):
+        raise TypeError("clean_ids and corrupt_ids must be token id tensors [K, seq] (labkit.patching.tokenize_pair)")
+    if clean_ids.dim() != 2 or clean_ids.shape != corrupt_ids.shape or clean_ids.numel() == 0:
         raise ValueError(
             f"clean and corrupted token ids differ in shape: {list(clean_ids.shape)} vs {list(corrupt_ids.shape)}; "
             f"patching needs [K, seq] pairs of the same token length (labkit.patching.tokenize_pair builds them)"
@@ -440,8 +605,12 @@ def feature_attribution(lm, sae: SparseAutoencoder, clean_ids, corrupt_ids, site
     ``skip_first`` (default: the attention sink at position 0, which SAEs are not trained on) are not
     decomposed: their features are set to 0 and the whole activation counts as error.
     """
+    _check_lm(lm)
+    _check_sae(sae)
     hooks.parse_site(lm, site)
     _pair_check(clean_ids, corrupt_ids)
+    _readout(readout)
+    skip_first = _int(skip_first, "skip_first", 0)
 
     def nodes(x):
         return _nodes(sae, x, skip_first)
@@ -486,7 +655,20 @@ def feature_patching(
     Returns ``[len(features)]`` (mean over the K pairs): the ground truth for :func:`feature_attribution`
     (with the same ``skip_first``).
     """
+    _check_lm(lm)
+    _check_sae(sae)
+    hooks.parse_site(lm, site)
     _pair_check(clean_ids, corrupt_ids)
+    _readout(readout)
+    skip_first = _int(skip_first, "skip_first", 0)
+    if isinstance(features, torch.Tensor):
+        if features.is_floating_point() or features.dtype == torch.bool:
+            raise TypeError(f"features must be integer feature indices, got dtype {features.dtype}")
+        features = features.flatten().tolist()
+    if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
+        raise TypeError(f"features must be a list of feature indices, got {type(features).__name__}")
+    if any(isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in features):
+        raise TypeError("features must be integer feature indices")
     features = torch.as_tensor(list(features)).long()
     if len(features) == 0:
         raise ValueError("no features given")

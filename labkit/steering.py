@@ -22,6 +22,8 @@ h_l ← h_l + c·v. With c = 0 the output is bit-for-bit the unsteered output; c
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -48,7 +50,51 @@ __all__ = [
 # Inputs
 
 
+def _check_lm(lm) -> None:
+    from labkit.lm import LanguageModel
+
+    if not isinstance(lm, LanguageModel):
+        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
+
+
+def _coefficient(c, name: str = "the steering coefficient c") -> float:
+    if isinstance(c, torch.Tensor) and c.numel() == 1:
+        c = c.item()
+    if isinstance(c, bool) or not isinstance(c, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(c).__name__}: {c!r}")
+    c = float(c)
+    if not math.isfinite(c):
+        raise ValueError(f"{name} must be finite, got {c}")
+    return c
+
+
+def _states(x, name: str, min_dim: int = 1) -> torch.Tensor:
+    """A real, finite, non-empty tensor with at least ``min_dim`` axes."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (activations), got dtype {x.dtype}")
+    if x.dim() < min_dim or x.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty tensor with at least {min_dim} axes, got shape {list(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def _strings(xs, name: str) -> list[str]:
+    if isinstance(xs, str) or xs is None or not isinstance(xs, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(xs).__name__}")
+    xs = list(xs)
+    if not xs:
+        raise ValueError(f"{name} must not be empty")
+    for x in xs:
+        if not isinstance(x, str) or not x.strip():
+            raise ValueError(f"every entry of {name} must be a non-empty string, got {x!r}")
+    return xs
+
+
 def _check_layers(lm, layers) -> list[int]:
+    _check_lm(lm)
     n = lm.n_layers
     if layers is None:
         return list(range(n))
@@ -91,7 +137,10 @@ def pair_states(lm, positive: Sequence[str], negative: Sequence[str], layers=Non
     Validates the pairs (:func:`check_pairs`: equal counts, non-empty prompts) and runs both sides through
     ``lm.last_token_states`` together, so all layers come from one forward pass per batch.
     """
+    _check_lm(lm)
     positive, negative = check_pairs(positive, negative)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     H = lm.last_token_states(positive + negative, layers=layers, batch_size=batch_size)
     return H[:, : len(positive)], H[:, len(positive) :]
 
@@ -100,6 +149,8 @@ def pair_states(lm, positive: Sequence[str], negative: Sequence[str], layers=Non
 def token_states(lm, prompt: str, layers=None) -> torch.Tensor:
     """Residual stream after each layer at every token of one prompt: ``[n_layers, seq, d_model]`` (CPU)."""
     layers = _check_layers(lm, layers)
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
     enc = lm.batch([prompt])
     sites = [f"resid_post.{layer}" for layer in layers]
     with hooks.capture(lm, sites) as cache:
@@ -112,6 +163,8 @@ def token_states(lm, prompt: str, layers=None) -> torch.Tensor:
 
 
 def _paired(pos: torch.Tensor, neg: torch.Tensor) -> None:
+    _states(pos, "pos")
+    _states(neg, "neg")
     if pos.shape != neg.shape:
         raise ValueError(
             f"positive and negative states must have the same shape [..., n_pairs, d_model]; got "
@@ -127,8 +180,15 @@ def diff_of_means(pos: torch.Tensor, neg: torch.Tensor, normalize: bool = True) 
     Pos and neg need not be paired, but the course passes paired states; shapes must agree.
     """
     _paired(pos, neg)
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
     v = pos.mean(-2) - neg.mean(-2)
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12) if normalize else v
+    if not normalize:
+        return v
+    norm = v.norm(dim=-1, keepdim=True)
+    if (norm == 0).any():
+        raise ValueError("the two sides have identical means: the difference of means is 0 and has no direction")
+    return v / norm
 
 
 def pca_reading_vector(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -153,6 +213,11 @@ def pca_reading_vector(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 def project(states: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Scores h·v: states ``[..., n, d]`` with vectors ``[..., d]`` → ``[..., n]``."""
+    _states(states, "states", 2)
+    _states(v, "v", 1)
+    if v.dim() > 1 and states.shape[:-2] != v.shape[:-1]:
+        raise ValueError(f"states {list(states.shape)} and vectors {list(v.shape)} must share their leading axes "
+                         f"(e.g. one vector per layer: states [layers, n, d], v [layers, d])")
     if states.shape[-1] != v.shape[-1]:
         raise ValueError(f"states have width {states.shape[-1]} but the vector has width {v.shape[-1]}")
     return torch.einsum("...nd,...d->...n", states, v)
@@ -167,6 +232,7 @@ def reading_accuracy(v, train_pos, train_neg, test_pos, test_neg) -> dict[str, t
     """
     _paired(train_pos, train_neg)
     _paired(test_pos, test_neg)
+    _states(v, "v", 1)
     t = (project(train_pos, v).mean(-1) + project(train_neg, v).mean(-1)) / 2
     sp, sn = project(test_pos, v), project(test_neg, v)
     single = ((sp > t[..., None]).float().mean(-1) + (sn <= t[..., None]).float().mean(-1)) / 2
@@ -183,6 +249,10 @@ def add_steering(act: torch.Tensor, v: torch.Tensor, c: float, positions=None) -
 
     ``act`` is ``[batch, seq, d]``, ``v`` is ``[d]``. Returns a new tensor (the input is not modified).
     """
+    if not isinstance(act, torch.Tensor) or act.dim() != 3:
+        raise ValueError(f"act must be a residual stream [batch, seq, d], got {getattr(act, 'shape', type(act).__name__)}")
+    _states(v, "the steering vector v", 1)
+    c = _coefficient(c)
     if v.dim() != 1 or v.shape[0] != act.shape[-1]:
         raise ValueError(
             f"the steering vector has shape {list(v.shape)}, but the residual stream has width {act.shape[-1]}: "
@@ -191,6 +261,12 @@ def add_steering(act: torch.Tensor, v: torch.Tensor, c: float, positions=None) -
     v = v.to(device=act.device, dtype=act.dtype)
     if positions is None:
         return act + c * v
+    if isinstance(positions, (str, bytes, float)):
+        raise TypeError(f"positions must be an int, a list of ints or a slice, got {positions!r}")
+    try:
+        act[:, positions]
+    except (IndexError, TypeError, RuntimeError) as e:
+        raise ValueError(f"positions {positions!r} do not fit a sequence of length {act.shape[1]}: {e}") from None
     out = act.clone()
     out[:, positions] = out[:, positions] + c * v
     return out
@@ -204,15 +280,16 @@ def steered(lm, v: torch.Tensor, c: float, layers, positions=None):
     range or a non-finite coefficient raise ``ValueError`` before any hook is installed.
     """
     layers = _check_layers(lm, layers)
-    v = torch.as_tensor(v)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"the steering vector must be a tensor [{lm.d_model}], got {type(v).__name__}")
     if v.dim() != 1 or v.shape[0] != lm.d_model:
         raise ValueError(
             f"the steering vector has shape {list(v.shape)}, but {lm.name} has a residual stream of width "
             f"{lm.d_model}: give a vector of shape [{lm.d_model}] (e.g. a reading vector of one layer)"
         )
-    c = float(c)
-    if not torch.isfinite(torch.tensor(c)) or not torch.isfinite(v).all():
-        raise ValueError("the steering coefficient and vector must be finite")
+    c = _coefficient(c)
+    if not torch.isfinite(v).all():
+        raise ValueError("the steering vector must be finite (it contains NaN or inf)")
     v = v.to(device=lm.device, dtype=next(lm.model.parameters()).dtype)
     edits = {f"resid_post.{layer}": (lambda act: add_steering(act, v, c, positions)) for layer in layers}
     with hooks.patch(lm, edits):
@@ -224,14 +301,21 @@ def behaviour_score(lm, prompts: Sequence[str], positive: Sequence[str], negativ
 
     ``positive``/``negative`` are single-token strings (e.g. ``" great"``, ``" terrible"``).
     """
-    pos_ids = [lm.token_id(t) for t in positive]
-    neg_ids = [lm.token_id(t) for t in negative]
+    _check_lm(lm)
+    prompts = _strings(prompts, "prompts")
+    pos_ids = [lm.token_id(t) for t in _strings(positive, "positive")]
+    neg_ids = [lm.token_id(t) for t in _strings(negative, "negative")]
+    if set(pos_ids) & set(neg_ids):
+        raise ValueError(f"positive and negative share tokens {sorted(set(positive) & set(negative))}: the score would cancel")
     logp = torch.log_softmax(lm.next_token_logits(list(prompts)), dim=-1)
     return torch.logsumexp(logp[:, pos_ids], -1) - torch.logsumexp(logp[:, neg_ids], -1)
 
 
 def dose_response(lm, prompts, v, coefficients: Sequence[float], layers, positive, negative) -> torch.Tensor:
     """Behaviour score under steering for each coefficient: ``[len(coefficients), len(prompts)]``."""
+    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or not coefficients:
+        raise ValueError("coefficients must be a non-empty list of numbers")
+    coefficients = [_coefficient(c, "every coefficient") for c in coefficients]
     return torch.stack([_scored(lm, prompts, v, c, layers, positive, negative) for c in coefficients])
 
 

@@ -81,17 +81,18 @@ def test_integrated_gradients_completeness(tiny_lm):
     assert phi.shape == (len(tiny_lm.encode(prompt)),)
     assert abs(float(phi.sum()) - gap - delta) < 1e-4  # delta is defined as Σφ − (f(x) − f(x'))
     assert abs(delta) < 0.01 * abs(gap) + 1e-3  # completeness holds once the integral has converged
-    _, delta_coarse, _ = L.integrated_gradients(tiny_lm, prompt, " Paris", n_steps=2)
+    with pytest.warns(UserWarning, match="misses completeness"):  # 2 points are too few, and labkit says so
+        _, delta_coarse, _ = L.integrated_gradients(tiny_lm, prompt, " Paris", n_steps=2)
     assert abs(delta) <= abs(delta_coarse) + 1e-6
 
 
 def test_integrated_gradients_identity_and_loo_brute_force(lm):
     prompt = "The capital of France is"
-    phi, delta, gap = L.integrated_gradients(lm, prompt, " Paris", n_steps=8)
+    phi, delta, gap = L.integrated_gradients(lm, prompt, " Paris", n_steps=8, warn_above=None)
     assert abs(float(phi.sum()) - gap - delta) < 1e-2 * max(1.0, abs(gap))
     loo = L.leave_one_out(lm, prompt, " Paris")
     ids = lm.encode(prompt)
-    pad = lm.tokenizer.pad_token_id
+    pad = lm.token_id(L.DEFAULT_BASELINE)  # the default "removed token"
     f = L.target_logprob(lm, " Paris")
     full = f(torch.tensor([ids]))[0]
     for i in range(len(ids)):
@@ -244,3 +245,55 @@ def test_bad_input(lm):
         lm.next_token_logits(["hello " * (lm.max_length + 10)])
     with pytest.raises(ValueError, match="2\\^15"):
         L.shapley_exact(lambda b: b.sum(-1).float(), torch.arange(15), torch.arange(15), 0)
+
+
+def test_default_baseline_converges_where_the_pad_token_does_not(lm):
+    """On notebook 05's prompt (BOS held fixed, 64 steps) the pad token as IG baseline misses completeness by
+    about 9%, the default " the" by about 1%: the default is the better-converging one, and a large gap warns."""
+    ids = [lm.tokenizer.bos_token_id] + lm.encode("Anna grew up in Rome and Tom grew up in Oslo. Anna speaks fluent")
+    _, delta, gap = L.integrated_gradients(lm, ids, " Italian", n_steps=64, fixed=1)
+    assert abs(delta) < 0.02 * abs(gap)
+    with pytest.warns(UserWarning, match="misses completeness"):
+        _, delta_pad, gap_pad = L.integrated_gradients(lm, ids, " Italian", n_steps=64, fixed=1,
+                                                       baseline=lm.tokenizer.pad_token_id)
+    assert abs(delta_pad) > 0.05 * abs(gap_pad)
+
+
+def test_entropy_closed_forms_and_nan():
+    torch.testing.assert_close(L.entropy(torch.zeros(3, 4)), torch.full((3,), math.log(4)))
+    masked = torch.tensor([0.0, 0.0, -float("inf")])  # a masked token has p = 0 and adds nothing
+    assert float(L.entropy(masked)) == pytest.approx(math.log(2))
+    assert float(L.entropy(torch.tensor([0.0, -float("inf")]))) == 0.0
+    with pytest.raises(ValueError, match="NaN"):  # NaN logits used to give an entropy of 0.0
+        L.entropy(torch.tensor([[1.0, float("nan")], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        L.entropy(torch.tensor([float("inf"), 0.0]))
+
+
+def test_calibration_needs_bins_and_binary_correctness():
+    conf, corr = torch.tensor([0.9, 0.2, 0.6]), torch.tensor([1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 1"):  # n_bins=0 used to fail obscurely
+        L.expected_calibration_error(conf, corr, n_bins=0)
+    with pytest.raises(TypeError, match="n_bins must be an integer"):
+        L.reliability_curve(conf, corr, n_bins=2.5)
+    with pytest.raises(ValueError, match="NaN"):
+        L.expected_calibration_error(torch.tensor([float("nan"), 0.2, 0.6]), corr)
+    with pytest.raises(ValueError, match="0 \\(wrong\\) and 1"):
+        L.expected_calibration_error(conf, torch.tensor([1.0, 0.5, 0.0]))
+    # one bin: ECE = |accuracy − mean confidence|
+    assert float(L.expected_calibration_error(conf, corr, n_bins=1)) == pytest.approx(abs(2 / 3 - (0.9 + 0.2 + 0.6) / 3))
+
+
+def test_attribution_scores_must_be_finite():
+    ids, seg = torch.tensor([1, 2, 3]), torch.tensor([0, 1, 1])
+    nan_fn = lambda b: torch.full((len(b),), float("nan"))  # noqa: E731
+    for call in (lambda: L.leave_one_out_scores(nan_fn, ids, 0), lambda: L.segment_leave_one_out(nan_fn, ids, seg, 0),
+                 lambda: L.shapley_exact(nan_fn, ids, seg, 0)):
+        with pytest.raises(ValueError, match="NaN or inf scores"):
+            call()
+
+
+def test_explanation_score_of_a_constant_is_undefined():
+    real = torch.tensor([[1.0, 2.0], [3.0, 1.0], [0.0, 5.0]])
+    score = L.explanation_score(torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]), real)
+    assert torch.isnan(score[0]) and score[1] == pytest.approx(float(torch.corrcoef(torch.stack([torch.tensor([0.0, 1, 0]), real[:, 1]]))[0, 1]))

@@ -157,3 +157,29 @@ def test_neuron_edit_needs_one_neuron_per_row():
     assert out[0, 1, 0] == 0 and out[1, 1, 1] == 0 and out[0, 1, 1] == 1 and out.sum() == 3 * 4 * 8 - 3
     with pytest.raises(ValueError, match="one value per neuron"):
         mediation.neuron_edit(1, [0, 1], torch.zeros(3))
+
+
+def test_attention_weight_effects_match_a_hand_written_patch(lm, pair):
+    """NIE of one head's attention weights α_{l,h,i,j} against patching them by hand; and identical inputs have no effect."""
+    null_ids, set_ids, anti, stereo = pair
+    eff = mediation.attention_effects(lm, null_ids, set_ids, anti, stereo)
+    assert eff["nie"].shape == (lm.n_layers, lm.n_heads) and eff["nde"].shape == (lm.n_layers, lm.n_heads)
+    layer, head = divmod(int(eff["nie"].flatten().abs().argmax()), lm.n_heads)
+    site = f"pattern.{layer}"
+    with torch.no_grad(), hooks.capture(lm, site) as cache:
+        lm.last_logits(input_ids=set_ids)
+
+    def edit(act):
+        new = act.clone()
+        new[:, head] = cache[site][:, head]
+        return new
+
+    with torch.no_grad(), hooks.patch(lm, {site: edit}):
+        logits = lm.last_logits(input_ids=null_ids)
+    rows = torch.arange(len(null_ids))
+    log_y = logits[rows, anti].double() - logits[rows, stereo].double()
+    expected = ((log_y - mediation.log_ratio(lm, null_ids, anti, stereo)).exp() - 1).mean()
+    assert float(eff["nie"][layer, head]) == pytest.approx(float(expected), abs=1e-4)
+    assert abs(float(expected)) > 1e-3  # the chosen head has a real effect
+    same = mediation.attention_effects(lm, null_ids, null_ids, anti, stereo)
+    assert same["nie"].abs().max() < 1e-3 and same["nde"].abs().max() < 1e-3  # eager vs fused attention: rounding only

@@ -33,7 +33,7 @@ def test_loss_closed_form():
 
 def test_planted_features_are_recovered():
     X, V, C = sae.planted_features(n_samples=2048, d=16, n_features=32, p_active=0.05, seed=1)
-    model, hist = sae.train_sae(X, expansion=4, lam=1.0, epochs=20, batch_size=64, lr=1e-2, seed=0, device="cpu")
+    model, hist = sae.train_sae(X, expansion=4, lam=0.3, epochs=20, batch_size=64, lr=1e-2, seed=0, device="cpu")
     best, rate = sae.feature_recovery(V, model.W_d.detach())
     assert rate >= 0.8, f"recovered only {rate:.0%}"
     assert torch.allclose(model.W_d.norm(dim=0), torch.ones(model.n_features), atol=1e-4)
@@ -80,3 +80,36 @@ def test_feature_attribution_adds_up_and_matches_exact_patching(lm):
         sae.feature_attribution(lm, model, clean, patch[:, :3], "resid_post.3", metric)
     with pytest.raises(ValueError, match="unknown site"):
         sae.feature_attribution(lm, model, clean, patch, "resid.3", metric)
+
+
+def test_lambda_is_in_the_units_of_the_inputs_unless_normalised():
+    """λ multiplies a penalty linear in x and an error quadratic in x: rescaling x by 1/s turns λ into λ·s in the
+    units of x. The default (normalize=False) is the lecture's loss on x as given."""
+    X, V, _ = sae.planted_features(n_samples=2048, d=16, n_features=32, p_active=0.05, seed=1)
+    s = float((X.pow(2).sum(-1).mean() / X.shape[1]).sqrt())
+    raw, h_raw = sae.train_sae(X, expansion=4, lam=0.3, epochs=20, batch_size=64, lr=1e-2, seed=0)
+    norm, h_norm = sae.train_sae(X, expansion=4, lam=0.3, epochs=20, batch_size=64, lr=1e-2, seed=0, normalize=True)
+    assert float(raw.scale) == 1.0 and h_raw["lam_native"] == pytest.approx(0.3)
+    assert float(norm.scale) == pytest.approx(s, rel=1e-5) and h_norm["lam_native"] == pytest.approx(0.3 * s, rel=1e-5)
+    # the same number λ = 0.3 is a 3x weaker penalty after normalisation (s ≈ 0.32 here): L0 higher, recovery lost
+    assert sae.sae_metrics(norm, X)["l0"] > 2 * sae.sae_metrics(raw, X)["l0"]
+    assert sae.feature_recovery(V, raw.W_d.detach())[1] >= 0.9
+    assert sae.feature_recovery(V, norm.W_d.detach())[1] < 0.5
+    # λ in native units decides: normalised λ = 1 is native λ·s ≈ 0.32, and recovers the features like raw λ = 0.3
+    norm1, h1 = sae.train_sae(X, expansion=4, lam=1.0, epochs=20, batch_size=64, lr=1e-2, seed=0, normalize=True)
+    assert h1["lam_native"] == pytest.approx(s, rel=1e-5)
+    assert sae.feature_recovery(V, norm1.W_d.detach())[1] >= 0.9
+
+
+def test_train_sae_refuses_settings_that_train_nonsense():
+    X = torch.randn(64, 4)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        sae.train_sae(X, expansion=1, lam=-1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        sae.train_sae(X, expansion=1, epochs=-1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        sae.train_sae(X, expansion=1, epochs=0)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        sae.train_sae(torch.full((8, 4), float("nan")), expansion=1)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        sae.train_sae(X, expansion=1, normalize="yes")
