@@ -211,7 +211,9 @@ def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
             assert page.locator("h1:has-text('exercises (student version)')").count() >= 1, "no student title shown"
             waiting = page.locator(".jp-OutputArea-output:has-text('⧗')")
             assert waiting.count() >= 1, "the unfinished exercise's check did not print its ⧗ line"
-            assert "not done yet" in waiting.first.inner_text()
+            waiting.first.scroll_into_view_if_needed()
+            text = waiting.first.text_content() or ""  # the DOM text: off-screen cells may not be laid out
+            assert "not done yet" in text, f"unexpected ⧗ line: {text!r}"
             label = " ".join(page.locator(".jp-OutputArea-output .widget-hbox").first.inner_text()
                              .replace("\u2007", " ").split())  # tqdm pads with figure spaces
             assert "ablating MLPs" in label and "30/30" in label, f"unexpected progress-bar text: {label!r}"

@@ -176,7 +176,8 @@ def test_student_version_clears_outputs_and_marks_title():
     code = nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION")
     code.outputs = [nbformat.v4.new_output("stream", text="secret\n")]
     code.execution_count = 3
-    nb.cells = [code, nbformat.v4.new_code_cell("f = check.entropy(f)")]
+    heading = nbformat.v4.new_markdown_cell("### Exercise 1 · entropy\n\nWrite `f`.")
+    nb.cells = [heading, code, nbformat.v4.new_code_cell("f = check.entropy(f)")]
     entry = course.NOTEBOOKS[0]
     student = notebooks.student_version(nb, entry, results={}, root=ROOT)
     assert "Student version" in student.cells[0].source
