@@ -133,3 +133,21 @@ def test_yours_names_the_reference_while_it_is_lent():
     assert check.yours(entropy) == "your entropy"
     with pytest.raises(TypeError):
         check.yours(3)
+
+
+def test_cases_can_be_built_lazily_on_first_use(capsys):
+    from labkit.check._machinery import Case, CheckFailed, Exercise
+
+    built = []
+
+    def make():
+        built.append(1)
+        return [Case("two numbers", (2.0, 3.0)), Case("negative", (-1.0, 4.0))]
+
+    ex = Exercise("add", lambda a, b: a + b, make, {"subtract instead of add": lambda a, b: a - b})
+    assert built == []  # nothing is built when the check is defined
+    ex(lambda a, b: b + a)
+    assert built == [1] and "all 2 cases" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="subtract instead of add"):
+        ex(lambda a, b: a - b)
+    assert built == [1]  # built once

@@ -121,5 +121,21 @@ EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
     "e_step": (1, 10), "maxmin_grid": (2, 20), "js_distance": (2, 15),
     "build_prompt": (2, 15), "group_consensus": (2, 15),
     "missing_values": (1, 10), "near_duplicate_pairs": (2, 15),
+    # "implement it yourself" exercises (issue 17), one line per notebook
+    "integrated_gradients": (2, 30),  # 01
+    "wachter_counterfactual": (3, 30),  # 02
+    "tcav_significance": (3, 30),  # 03
+    "influence_hvp": (3, 35),  # 04
+    "probe_selectivity": (2, 25),  # 05
+    "steering_hook": (2, 25),  # 06
+    "sae_train_step": (3, 35),  # 07
+    "neuron_nie": (2, 25),  # 08
+    "weat_permutation_test": (3, 30),  # 09
+    "option_scores": (2, 25),  # 10
+    "reward_model_step": (2, 30),  # 11
+    "dpo_train_step": (3, 30),  # 12
+    "em_groups": (3, 35),  # 13
+    "critique_revision": (2, 25),  # 14
+    "audit_check": (2, 20),  # 15
 }
 

@@ -6,6 +6,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -30,16 +31,45 @@ class Case:
     kwargs: dict = field(default_factory=dict)
 
 
+class LazyCases(Sequence):
+    """Cases built on first use by ``make()`` — for cases drawn from a notebook's real data or the course model,
+    which should cost nothing until the check runs."""
+
+    def __init__(self, make: Callable[[], list[Case]]):
+        self._make, self._cases = make, None
+
+    def _get(self) -> list[Case]:
+        if self._cases is None:
+            cases = list(self._make())
+            if not cases or not all(isinstance(c, Case) for c in cases):
+                raise TypeError("a check's case builder must return a non-empty list of Case")
+            self._cases = cases
+        return self._cases
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 @dataclass
 class Exercise:
-    """A checked exercise: the reference, the cases, the known mistakes (hint → wrong implementation)."""
+    """A checked exercise: the reference, the cases, the known mistakes (hint → wrong implementation).
+
+    ``cases`` is a list of :class:`Case`, or a function returning one, called the first time the check runs
+    (use it for cases built from the notebook's real data or the course model)."""
 
     name: str
     reference: Callable
-    cases: list[Case]
+    cases: list[Case] | Callable[[], list[Case]]
     mistakes: dict[str, Callable] = field(default_factory=dict)
     rtol: float = 1e-4
     atol: float = 1e-6
+
+    def __post_init__(self):
+        if callable(self.cases):
+            self.cases = LazyCases(self.cases)
 
     def __call__(self, student: Callable) -> Callable:
         return run(self, student)
