@@ -30,6 +30,7 @@ from torch import nn
 from labkit.runtime import get_device
 
 __all__ = [
+    "tcav_test",
     "CONCEPT_NAMES",
     "templates",
     "label_rule",
@@ -378,6 +379,49 @@ def tcav_score(grads: torch.Tensor, v: torch.Tensor) -> float:
     A zero CAV (or a NaN in either argument) raises instead of returning a score of 0.
     """
     return float((directional_derivatives(grads, v) > 0).float().mean())
+
+
+def tcav_test(grads: torch.Tensor, acts_concept: torch.Tensor, acts_random: list[torch.Tensor],
+              alpha: float = 0.05) -> dict:
+    """TCAV with the random-concept significance test, from gradients and activations (Kim et al. 2018).
+
+    ``grads`` [n, d]: ∇_h of the explained output at the layer, one row per class input; ``acts_concept`` [a, d]:
+    the layer's activations of the concept examples; ``acts_random``: the activations of m + 1 random sets
+    R₀ … R_m. For i = 1 … m: the CAV v_i of [C, R_i] (:func:`cav`) and the score
+    TCAV_i = mean_x 1[grads(x) · v_i > 0]; the null: the score of the CAV of [R_{i−1}, R_i]. A two-sided Welch
+    t-test (``scipy.stats.ttest_ind(equal_var=False)``) compares the m concept scores with the m null scores
+    (both lists constant: p = 0 if their means differ, else 1). The same computation as
+    :func:`tcav_significance` (which goes through ``captum.concept.TCAV`` from a model), here from tensors.
+    Returns ``scores``, ``null`` (lists of m floats), ``mean``, ``p_value``, ``significant`` (p < alpha).
+    """
+    from scipy.stats import ttest_ind
+
+    grads = _tensor("grads", grads)
+    if grads.dim() != 2:
+        raise ValueError(f"grads must be [n, d] (one gradient per class input), got shape {tuple(grads.shape)}")
+    acts_concept = _tensor("acts_concept", acts_concept, dims=2)
+    if not isinstance(acts_random, (list, tuple)):
+        raise TypeError(f"acts_random must be a list of [r, d] activation tensors, got {type(acts_random).__name__}")
+    if len(acts_random) < 3:
+        raise ValueError(f"the significance test needs at least 3 random sets (R₀ and two counterparts); got "
+                         f"{len(acts_random)}. Use 10 or more.")
+    acts_random = [_tensor(f"acts_random[{i}]", r, dims=2) for i, r in enumerate(acts_random)]
+    for name, a in [("acts_concept", acts_concept)] + [(f"acts_random[{i}]", r) for i, r in enumerate(acts_random)]:
+        if a.shape[1] != grads.shape[1]:
+            raise ValueError(f"{name} has width {a.shape[1]}, the gradients {grads.shape[1]}: use the same layer")
+    alpha = _number("alpha", alpha, lo=0, hi=1, lo_open=True, hi_open=True)
+
+    def score(a, r):
+        return float((directional_derivatives(grads, cav(a, r).to(grads.dtype)) > 0).float().mean())
+
+    scores = [score(acts_concept, acts_random[i]) for i in range(1, len(acts_random))]
+    null = [score(acts_random[i - 1], acts_random[i]) for i in range(1, len(acts_random))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(ttest_ind(scores, null, equal_var=False).pvalue)
+    if np.isnan(p):
+        p = 0.0 if np.mean(scores) != np.mean(null) else 1.0
+    return {"scores": scores, "null": null, "mean": float(np.mean(scores)), "p_value": p, "significant": p < alpha}
 
 
 def cav_classifier():

@@ -207,3 +207,35 @@ def test_infidelity_conventions_against_closed_forms(linear):
     assert (A.infidelity_score(model, x, t, w.abs(), normalize=True, device="cpu") > 1e-4).all()
     with pytest.raises(TypeError, match="normalize"):
         A.infidelity_score(model, x, t, w, normalize="yes", device="cpu")
+
+
+class _Quadratic(nn.Module):
+    """f_c(x) = Σ_i C[c, i] x_i²: along the path from 0 the gradient grows linearly, so IG has a closed form."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.C = C
+
+    def forward(self, x):
+        return (x.flatten(1) ** 2) @ self.C.T
+
+
+def test_riemann_integrated_gradients_closed_forms(linear):
+    model, x = linear
+    w = model[1].weight.detach()
+    t = torch.tensor([0, 1, 2, 0])
+    grad = w[t].reshape(4, 1, 2, 3)
+    for rule in A.IG_RULES:  # a linear model: every rule is exact, φ = (x − x̄) ⊙ w
+        assert torch.allclose(A.integrated_gradients(model, x, t, 0.3, n_steps=3, rule=rule, device="cpu"),
+                              (x - 0.3) * grad, atol=1e-5)
+    torch.manual_seed(1)
+    C = torch.randn(3, 6)
+    quad = _Quadratic(C)
+    exact = C[t].reshape(4, 1, 2, 3) * x ** 2  # (x − 0) · ∫ 2 C x α dα = C x²
+    for m in (2, 5):
+        mid = A.integrated_gradients(quad, x, t, 0.0, n_steps=m, rule="middle", device="cpu")
+        left = A.integrated_gradients(quad, x, t, 0.0, n_steps=m, rule="left", device="cpu")
+        assert torch.allclose(mid, exact, atol=1e-5)  # the midpoint rule is exact for a linear integrand
+        assert torch.allclose(left, exact * (m - 1) / m, atol=1e-5)  # the left rule misses half a step
+    with pytest.raises(ValueError, match="unknown rule"):
+        A.integrated_gradients(model, x, t, rule="simpson", device="cpu")

@@ -136,7 +136,7 @@ def test_yours_names_the_reference_while_it_is_lent():
 
 
 def test_cases_can_be_built_lazily_on_first_use(capsys):
-    from labkit.check._machinery import Case, CheckFailed, Exercise
+    from labkit.check import Case, CheckFailed, Exercise
 
     built = []
 

@@ -102,6 +102,18 @@ def test_tcav_significance_on_a_model_with_known_sensitivities():
     assert not res["right bar"]["significant"]
     assert len(res["top bar"]["scores"]) == 10 and len(res["top bar"]["null"]) == 10
 
+    # the same experiments from tensors (tcav_test) agree with captum's TCAV, score for score
+    h_of = lambda x: model.layer2(x).detach()  # noqa: E731
+    h = h_of(class_inputs).requires_grad_(True)
+    grads = torch.autograd.grad(torch.log_softmax(model.out(h), -1)[:, 1].sum(), h)[0]
+    acts_random = [h_of(r) for r in randoms]
+    for name, ex in concept_sets.items():
+        mine = concepts.tcav_test(grads, h_of(ex), acts_random)
+        assert mine["scores"] == pytest.approx(res[name]["scores"], abs=1e-6)
+        assert mine["null"] == pytest.approx(res[name]["null"], abs=1e-6)
+        assert mine["p_value"] == pytest.approx(res[name]["p_value"], rel=1e-6, abs=1e-12)
+        assert mine["significant"] == res[name]["significant"]
+
 
 def test_label_free_cbm_weights_sit_on_the_planted_concepts():
     g = torch.Generator().manual_seed(0)

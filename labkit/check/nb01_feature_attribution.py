@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ._machinery import Case, Exercise
 
-__all__ = ["deletion_auc", "mus_predict", "certified_radius"]
+__all__ = ["integrated_gradients", "deletion_auc", "mus_predict", "certified_radius"]
 
 
 # ------------------------------------------------------------------------------------------ deletion AUC
@@ -173,3 +173,71 @@ def _radius_mistakes() -> dict[str, Callable]:
 
 certified_radius = Exercise("certified_radius", _radius_reference, _radius_cases(), _radius_mistakes())
 certified_radius.__doc__ = "Check ``certified_radius(probs, lam)``: r = (p_top − p_second) / (2λ)."
+
+
+# ---------------------------------------------------------------------------------- integrated gradients
+
+
+def _ig_reference(model, inputs, target, baseline, n_steps):
+    """IG as the midpoint Riemann sum (x − x̄) ⊙ (1/m) Σ_k ∇f_t(x̄ + α_k(x − x̄)), α_k = (k − ½)/m."""
+    from labkit import attribution
+
+    return attribution.integrated_gradients(model, inputs, target, baseline, n_steps, rule="middle")  # runtime device
+
+
+def _ig_cases() -> list[Case]:
+    from labkit import attribution
+
+    digits = attribution.load_digits(device="cpu")
+    torch.manual_seed(0)
+    mlp = attribution.train_classifier(attribution.PixelMLP(64, 32, 10), digits["X_train"], digits["y_train"],
+                                       epochs=3, batch_size=128, device="cpu").eval()
+    x, y = digits["X_test"][:6], digits["y_test"][:6]
+    g = torch.Generator().manual_seed(4)
+    xs = torch.rand(3, 1, 2, 3, generator=g)
+    return [
+        Case("6 test digits, an MLP trained on digits, their true classes, black baseline, 16 steps",
+             (mlp, x, y, torch.zeros_like(x), 16)),
+        Case("the same digits, a gray baseline 0.5 and class 3 for all (one int target), 8 steps",
+             (mlp, x, 3, torch.full_like(x, 0.5), 8)),
+        Case("a tanh network on 2×3 images, random baseline, two steps (α = ¼, ¾)",
+             (_tiny_model(6, 3, 7), xs, torch.tensor([0, 2, 1]), torch.rand(3, 1, 2, 3, generator=g), 2)),
+    ]
+
+
+def _ig_wrong(model, x, target, baseline, n_steps, alphas=None, factor=True, probs=False, mean=True):
+    B = x.shape[0]
+    t = torch.as_tensor(target).expand(B) if torch.as_tensor(target).dim() == 0 else torch.as_tensor(target)
+    if alphas is None:
+        alphas = (torch.arange(n_steps, dtype=x.dtype) + 0.5) / n_steps
+    total = torch.zeros_like(x)
+    for a in alphas:
+        point = (baseline + a * (x - baseline)).detach().requires_grad_(True)
+        out = model(point)
+        if probs:
+            out = torch.softmax(out, -1)
+        (grad,) = torch.autograd.grad(out[torch.arange(B), t].sum(), point)
+        total += grad
+    avg = total / n_steps if mean else total
+    return (avg * (x - baseline) if factor else avg).detach()
+
+
+def _ig_mistakes() -> dict[str, Callable]:
+    return {
+        "multiply the averaged gradient by (x − x̄): without it you return the mean gradient along the path, which "
+        "does not satisfy completeness.":
+            lambda m, x, t, b, n: _ig_wrong(m, x, t, b, n, factor=False),
+        "use the midpoints α_k = (k − ½)/m, k = 1…m (the left rule α = 0, 1/m, … starts at the baseline and is "
+        "biased).":
+            lambda m, x, t, b, n: _ig_wrong(m, x, t, b, n, alphas=torch.arange(n, dtype=x.dtype) / n),
+        "differentiate the logit f_t, not the softmax probability: completeness is stated for the logit.":
+            lambda m, x, t, b, n: _ig_wrong(m, x, t, b, n, probs=True),
+        "average the m gradients (divide the sum by m; the step length along the path is 1/m).":
+            lambda m, x, t, b, n: _ig_wrong(m, x, t, b, n, mean=False),
+    }
+
+
+integrated_gradients = Exercise("integrated_gradients", _ig_reference, _ig_cases, _ig_mistakes(), rtol=1e-4,
+                                atol=1e-5)
+integrated_gradients.__doc__ = ("Check ``integrated_gradients(model, inputs, target, baseline, n_steps)``: IG as the "
+                                "midpoint Riemann sum along the straight path.")

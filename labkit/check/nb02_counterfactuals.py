@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ._machinery import Case, Exercise
 
-__all__ = ["step_bounds", "greedy_edits"]
+__all__ = ["wachter_counterfactual", "step_bounds", "greedy_edits"]
 
 
 # ------------------------------------------------------------------------------------ recourse constraints
@@ -144,3 +144,94 @@ def _greedy_mistakes() -> dict[str, Callable]:
 
 greedy_edits = Exercise("greedy_edits", _greedy_reference, _greedy_cases(), _greedy_mistakes())
 greedy_edits.__doc__ = "Check ``greedy_edits(g, fq, fd, target, max_edits)``: the greedy minimum-edit cell swaps."
+
+
+# -------------------------------------------------------------------------------- Wachter counterfactuals
+
+
+def _wachter_reference(model, x, target, scale, lam0=0.1, growth=3.0, rounds=8, steps=150, lr=0.05):
+    """x′ = x + z ⊙ scale; per round a fresh Adam on z minimises Σ_rows λ(p_t(x′) − 1)² + Σ_j |z_j|, then λ grows
+    by ``growth`` for the rows not yet classified as their target."""
+    from labkit import counterfactual
+
+    return counterfactual.wachter(model, x, target, scale, lam0=lam0, growth=growth, rounds=rounds, steps=steps,
+                                  lr=lr)[0]  # on the runtime device, like the notebook's model
+
+
+def _wachter_cases() -> list[Case]:
+    from labkit import counterfactual
+
+    X, y = counterfactual.make_credit_data(2000, seed=0)
+    logreg = counterfactual.fit_logistic(X[:1500], y[:1500], device="cpu")
+    scale = counterfactual.mad(X[:1500])
+    with torch.no_grad():
+        logits = logreg(X[1500:])
+    is_denied = logits.argmax(-1) == 0
+    denied, margin = X[1500:][is_denied], (logits[:, 0] - logits[:, 1])[is_denied]
+    order = margin.argsort()
+    mixed = denied[torch.cat([order[:3], order[-3:]])]  # three near the boundary, three far: valid at different rounds
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    g = torch.Generator().manual_seed(5)
+    x3 = torch.randn(4, 3, generator=g)
+    with torch.no_grad():
+        t3 = (net(x3).argmax(-1) + 1) % 3  # a class other than the current prediction
+    return [
+        Case("6 denied applicants of the notebook (3 near the boundary, 3 far), its logistic model, target 1 "
+             "(repay), λ₀ = 1, 4 rounds of 40 steps", (logreg, mixed, 1, scale), dict(lam0=1.0, rounds=4, steps=40)),
+        Case("4 other denied applicants, one round of 40 steps, λ₀ = 1",
+             (logreg, denied[:4], 1, scale), dict(lam0=1.0, rounds=1, steps=40)),
+        Case("a 3-class tanh network, one target per row, unequal scales, 4 rounds of 30 steps",
+             (net, x3, t3, torch.tensor([0.5, 1.0, 2.0])),
+             dict(rounds=4, steps=30, lr=0.1, growth=4.0)),
+    ]
+
+
+def _wachter_wrong(model, x, target, scale, lam0=0.1, growth=3.0, rounds=8, steps=150, lr=0.05, *, mad=True,
+                   lam_on="prediction", grow_all=False, logits=False, one_adam=False):
+    B = x.shape[0]
+    t = torch.as_tensor(target).expand(B) if torch.as_tensor(target).dim() == 0 else torch.as_tensor(target)
+    z = torch.zeros_like(x, requires_grad=True)
+    lam = torch.full((B,), float(lam0))
+    opt = torch.optim.Adam([z], lr=lr)
+    for _ in range(rounds):
+        if not one_adam:
+            opt = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            out = model(x + z * scale)
+            f_t = (out if logits else torch.softmax(out, -1))[torch.arange(B), t]
+            dist = (z if mad else z * scale).abs().sum(1)
+            if lam_on == "prediction":
+                loss = (lam * (f_t - 1) ** 2 + dist).sum()
+            else:
+                loss = ((f_t - 1) ** 2 + lam * dist).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            valid = model(x + z * scale).argmax(-1) == t
+        if valid.all():
+            break
+        lam = lam * growth if grow_all else torch.where(valid, lam, lam * growth)
+    return (x + z * scale).detach()
+
+
+def _wachter_mistakes() -> dict[str, Callable]:
+    return {
+        "measure the distance in MADs: Σ_j |x′_j − x_j| / MAD_j = Σ_j |z_j|, not in raw units (|z_j · MAD_j|).":
+            lambda *a, **k: _wachter_wrong(*a, mad=False, **k),
+        "λ weighs the prediction term λ(p_t(x′) − 1)², not the distance; growing λ must push towards validity.":
+            lambda *a, **k: _wachter_wrong(*a, lam_on="distance", **k),
+        "grow λ only for the rows that are not yet valid (torch.where(valid, λ, λ · growth)).":
+            lambda *a, **k: _wachter_wrong(*a, grow_all=True, **k),
+        "the prediction term uses the probability p_t = softmax(model(x′))[t], not the raw logit.":
+            lambda *a, **k: _wachter_wrong(*a, logits=True, **k),
+        "start a fresh Adam optimiser each round (its moment estimates belong to the previous λ).":
+            lambda *a, **k: _wachter_wrong(*a, one_adam=True, **k),
+    }
+
+
+wachter_counterfactual = Exercise("wachter_counterfactual", _wachter_reference, _wachter_cases, _wachter_mistakes(),
+                                  rtol=1e-3, atol=1e-3)
+wachter_counterfactual.__doc__ = ("Check ``wachter_counterfactual(model, x, target, scale, lam0, growth, rounds, steps, "
+                                  "lr)``: Wachter et al.'s counterfactual search.")

@@ -9,7 +9,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["conjugate_gradient", "lds"]
+__all__ = ["conjugate_gradient", "influence_hvp", "lds"]
 
 
 # -- conjugate gradient ------------------------------------------------------------------------------
@@ -172,3 +172,91 @@ def _lds_mistakes() -> dict[str, Callable]:
 
 lds = Exercise("lds", _lds_reference, _lds_cases(), _lds_mistakes())
 lds.__doc__ = "Check ``lds(predicted, actual)``: the linear datamodeling score (mean Spearman over test inputs)."
+
+
+# -- influence with Hessian-vector products ------------------------------------------------------------
+
+
+def _influence_reference(forward, theta, X, y, x_test, y_test, l2, n_steps):
+    """I_up,loss(z_i, z_test) = −∇L(z_test)ᵀ H⁻¹ ∇L(z_i) for every training point, H⁻¹∇L(z_test) by n_steps CG
+    iterations on jvp-of-grad HVPs of R(θ) = (1/n) Σ L(z_i, θ) + (l2/2)‖θ‖²."""
+    from labkit import data_attribution as da
+
+    G = da.per_example_grads(forward, theta, X, y)
+    g_test = da.per_example_grads(forward, theta, x_test[None], y_test[None])[0]
+    hvp = da.hvp_fn(lambda th: da.objective(forward, th, X, y, l2), theta)
+    return da.influence(G, g_test, hvp=hvp, method="cg", max_iter=n_steps, tol=0.0)
+
+
+def _influence_cases() -> list[Case]:
+    from labkit import data_attribution as da
+
+    data = da.digits_pair(1, 7, device="cpu")
+    X, y = data["X_train"].double(), data["y_train"].double()
+    Xt, yt = data["X_test"].double(), data["y_test"].double()
+    theta = da.fit_logreg(X, y, 1e-2)
+    j = int(da.per_example_loss(da.logreg_forward, theta, Xt, yt).argmax())
+    g = torch.Generator().manual_seed(8)
+    Xs = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    ys = (torch.rand(20, generator=g) < 0.5).double()
+    th = torch.randn(4, generator=g, dtype=torch.float64)
+    return [
+        Case("the notebook's digits 1 vs 7 logistic regression (float64), its hardest test image, λ = 0.01, 30 CG steps",
+             (da.logreg_forward, theta, X, y, Xt[j], yt[j], 1e-2, 30)),
+        Case("the same model, test image 0, only 4 CG steps (not yet converged)",
+             (da.logreg_forward, theta, X, y, Xt[0], yt[0], 1e-2, 4)),
+        Case("20 points with 3 features, θ not at the optimum, λ = 0.1, 10 CG steps",
+             (da.logreg_forward, th, Xs, ys, Xs[0] + 0.5, ys[0], 0.1, 10)),
+    ]
+
+
+def _plain_cg(hvp, b, n_steps):
+    x, r = torch.zeros_like(b), b.clone()
+    p, rs = r.clone(), r @ r
+    for _ in range(n_steps):
+        if rs == 0:
+            break
+        Hp = hvp(p)
+        alpha = rs / (p @ Hp)
+        x, r = x + alpha * p, r - alpha * Hp
+        rs_new = r @ r
+        p, rs = r + (rs_new / rs) * p, rs_new
+    return x
+
+
+def _influence_wrong(forward, theta, X, y, x_test, y_test, l2, n_steps, identity=False, hvp_l2=True, sign=-1.0,
+                     per_n=False, reg_grads=False):
+    from torch.func import grad, jvp, vmap
+
+    from labkit import data_attribution as da
+
+    def loss_one(th, x, t):
+        out = da.per_example_loss(forward, th, x[None], t[None]).sum()
+        return out + 0.5 * l2 * (th ** 2).sum() if reg_grads else out
+
+    G = vmap(grad(loss_one), in_dims=(None, 0, 0))(theta, X, y)
+    g_test = grad(loss_one)(theta, x_test, y_test)
+    g_risk = grad(lambda th: da.objective(forward, th, X, y, l2 if hvp_l2 else 0.0))
+    s = g_test if identity else _plain_cg(lambda v: jvp(g_risk, (theta,), (v,))[1], g_test, n_steps)
+    out = sign * (G @ s)
+    return out / len(X) if per_n else out
+
+
+def _influence_mistakes() -> dict[str, Callable]:
+    return {
+        "solve H s = ∇L(z_test) with conjugate gradient on the HVPs before the dot products; without H⁻¹ you get the "
+        "plain gradient dot product.": lambda *a: _influence_wrong(*a, identity=True),
+        "H is the Hessian of the regularised objective R(θ) = (1/n)Σ L(z_i, θ) + (λ/2)‖θ‖²: include the λ term in "
+        "the function you differentiate for the HVP.": lambda *a: _influence_wrong(*a, hvp_l2=False),
+        "mind the sign: I_up,loss = −∇L(z_test)ᵀ H⁻¹ ∇L(z_i).": lambda *a: _influence_wrong(*a, sign=1.0),
+        "return I_up,loss itself; dividing by n gives the predicted change of the loss when a point is removed "
+        "(−I/n), which the notebook computes afterwards.": lambda *a: _influence_wrong(*a, per_n=True),
+        "∇L(z_i) is the gradient of one example's loss, without the regulariser (λθ belongs to H, not to the "
+        "per-example gradients).": lambda *a: _influence_wrong(*a, reg_grads=True),
+    }
+
+
+influence_hvp = Exercise("influence_hvp", _influence_reference, _influence_cases, _influence_mistakes(), rtol=1e-6,
+                         atol=1e-9)
+influence_hvp.__doc__ = ("Check ``influence_hvp(forward, theta, X, y, x_test, y_test, l2, n_steps)``: influence of "
+                         "every training point through CG on Hessian-vector products.")
