@@ -10,7 +10,7 @@ Notebook 09 uses this module. Its parts:
   Kirichenko et al. 2023).
 * **WEAT and SEAT** (Caliskan et al. 2017; May et al. 2019) — :func:`embed`, :func:`association`,
   :func:`weat_effect_size`, :func:`permutation_p_value`, :func:`weat_null_effect_sizes`, :func:`weat`,
-  :func:`seat_sentences`.
+  :func:`seat_sentences`, :func:`seat_test` (SEAT with the word as the unit).
 * **Bias in the language model** — answer options are scored by ``lm.option_logprobs`` (the course's one
   scoring path, :mod:`labkit.lm.model`); :func:`minimal_pair_scores` (CrowS-Pairs-style scoring, Nangia et al. 2020),
   :func:`mc_prompts`, :func:`position_bias`, :func:`label_bias`, :func:`contextual_calibration` (Zhao et al. 2021)
@@ -48,6 +48,7 @@ __all__ = [
     "permutation_p_value",
     "weat_null_effect_sizes",
     "weat",
+    "seat_test",
     "seat_sentences",
     "minimal_pair_scores",
     "mc_prompts",
@@ -545,6 +546,29 @@ def weat(X, Y, A, B, n_permutations: int = 100_000, seed: int = 0) -> dict:
     sx, sy = s[: len(X)], s[len(X):]
     p = permutation_p_value(sx, sy, n_permutations=n_permutations, seed=seed)
     return {"effect_size": float(d), "statistic": float(sx.sum() - sy.sum()), "p_value": p, "n": len(X)}
+
+
+def seat_test(X: torch.Tensor, Y: torch.Tensor, A: torch.Tensor, B: torch.Tensor, n_templates: int,
+              n_permutations: int = 100_000, seed: int = 0) -> dict:
+    """SEAT at the level of words (May et al. 2019, with the word as the unit of the permutation test).
+
+    Each set holds sentence embeddings ``[n_words · n_templates, d]``, word-major as :func:`seat_sentences` makes
+    them (word 0's ``n_templates`` sentences first). The sentences of one word are averaged and renormalised,
+    ē_w = normalise(mean_t e_(w,t)); then :func:`weat` runs on the word vectors: effect size
+    d = (mean_X s − mean_Y s) / std_{X∪Y} s and the permutation p-value over equal-size partitions of the *words*.
+    Testing the sentences as units instead treats a word's sentences as independent observations
+    (pseudo-replication) and rejects a true null far more often than the nominal level.
+    Returns ``{"effect_size", "statistic", "p_value", "n"}`` (n = words per target set).
+    """
+    k = _int(n_templates, "n_templates", minimum=1)
+    _check_sets(X=X, Y=Y, A=A, B=B)
+    words = {}
+    for name, E in (("X", X), ("Y", Y), ("A", A), ("B", B)):
+        if len(E) % k:
+            raise ValueError(f"{name} has {len(E)} sentences, not a multiple of n_templates = {k}: "
+                             "give every word's sentences for every template, word-major")
+        words[name] = torch.nn.functional.normalize(E.float().reshape(-1, k, E.shape[1]).mean(1), dim=-1)
+    return weat(words["X"], words["Y"], words["A"], words["B"], n_permutations=n_permutations, seed=seed)
 
 
 def _strings(items, what: str) -> list[str]:

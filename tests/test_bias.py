@@ -282,3 +282,23 @@ def test_nan_and_silent_results_are_refused():
         X, y = bias.simplicity_data(30)
         model, _ = bias.train_mlp(X, y, hidden=4, steps=1, device="cpu")
         bias.last_layer_retrain(model, X, torch.arange(30) % 3, torch.arange(30) % 2)
+
+
+def test_seat_test_is_weat_on_per_word_mean_embeddings_with_an_exact_word_level_p_value():
+    """Ground truth: a brute-force loop over the partitions of the words, with hand-averaged word vectors."""
+    g = torch.Generator().manual_seed(5)
+    k, n = 3, 4
+    sets = [torch.randn(n * k, 8, generator=g) for _ in range(4)]
+    r = bias.seat_test(*sets, n_templates=k)
+    words = [torch.stack([E[i * k:(i + 1) * k].mean(0) for i in range(n)]) for E in sets]
+    unit = lambda V: V / V.norm(dim=-1, keepdim=True)  # noqa: E731
+    Xw, Yw, Aw, Bw = (unit(W) for W in words)
+    s = [float((w @ Aw.T).mean() - (w @ Bw.T).mean()) for w in torch.cat([Xw, Yw])]
+    sd = float(torch.tensor(s).std())
+    assert r["effect_size"] == pytest.approx((sum(s[:n]) / n - sum(s[n:]) / n) / sd, abs=1e-5)
+    observed = sum(s[:n]) - sum(s[n:])
+    parts = list(itertools.combinations(range(2 * n), n))
+    count = sum(sum(s[i] for i in c) - sum(s[i] for i in range(2 * n) if i not in c) >= observed - 1e-9 for c in parts)
+    assert r["p_value"] == pytest.approx(count / len(parts))
+    one = bias.seat_test(*words, n_templates=1)   # one template: SEAT is WEAT on the words
+    assert one["p_value"] == r["p_value"] and one["effect_size"] == pytest.approx(r["effect_size"], abs=1e-6)

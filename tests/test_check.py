@@ -151,3 +151,35 @@ def test_cases_can_be_built_lazily_on_first_use(capsys):
     with pytest.raises(CheckFailed, match="subtract instead of add"):
         ex(lambda a, b: a - b)
     assert built == [1]  # built once
+
+
+def test_a_check_cell_can_pass_context_to_lazily_built_cases(capsys):
+    from labkit.check import Case, Exercise
+
+    seen = []
+
+    def make(scale=None):
+        seen.append(scale)
+        s = 1.0 if scale is None else scale
+        return [Case("scaled", (torch.tensor([s, 2 * s]),))]
+
+    ex = Exercise("double", lambda x: 2 * x, make, {"add instead of multiply": lambda x: x + 2})
+    ex(lambda x: x * 2)
+    ex(lambda x: x + x, 3.0)  # the notebook's object, e.g. its model
+    assert seen == [None, 3.0]
+    ex.run_case(1, lambda x: 2 * x)  # keeps the context of the last check
+    assert seen == [None, 3.0]
+    with pytest.raises(TypeError, match="takes only your function"):
+        check.entropy(lambda p: p, 3.0)
+
+
+def test_models_in_cases_are_shared_not_copied():
+    from labkit.check import Case, Exercise
+
+    model = torch.nn.Linear(2, 1)
+    ex = Exercise("apply", lambda m, x: m(x).detach(), [Case("a linear layer", (model, torch.ones(1, 2)))],
+                  {"forgot the bias": lambda m, x: (x @ m.weight.T).detach()})
+    ex(lambda m, x: m(x).detach() + 0)
+    got = []
+    ex(lambda m, x: got.append(m) or m(x).detach())
+    assert got[0] is model

@@ -114,7 +114,7 @@ def _is_import_cell(source: str) -> bool:
 
 
 #: An exercise's check cell (``name = check.name(name)``), not other uses of labkit.check such as check.yours(...).
-CHECK_CALL = re.compile(r"^\s*(\w+)\s*=\s*check\.(\w+)\(\s*\1\s*\)", re.M)
+CHECK_CALL = re.compile(r"^\s*(\w+)\s*=\s*check\.(\w+)\(\s*\1\s*(?:,\s*\w+\s*)?\)", re.M)
 
 
 def _isolated(nb):

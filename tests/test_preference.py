@@ -200,3 +200,26 @@ def test_nan_rewards_and_probabilities_are_refused():
         P.preference_accuracy(torch.tensor([nan, 1.0]), torch.zeros(2))  # NaN > 0 is False: a silent wrong count
     with pytest.raises(ValueError, match="NaN"):
         P.train_reward_model(torch.tensor([[nan, 1.0]]), torch.zeros(1, 2))
+
+
+def test_reward_model_step_is_gradient_descent_on_the_bt_loss():
+    """Ground truth: autograd's gradient of the penalised BT loss, and convergence to the L-BFGS optimum."""
+    g = torch.Generator().manual_seed(0)
+    fc, fr = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randn(30, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(4, generator=g, dtype=torch.float64)
+    leaf = w.clone().requires_grad_(True)
+    (P.bt_loss(fc @ leaf, fr @ leaf) + 0.05 * (leaf * leaf).sum()).backward()
+    assert torch.allclose(P.reward_model_step(w, fc, fr, lr=0.3, l2=0.05), w - 0.3 * leaf.grad, atol=1e-12)
+    v = torch.zeros(4, dtype=torch.float64)
+    for _ in range(500):
+        v = P.reward_model_step(v, fc, fr, lr=1.0, l2=1e-2)
+    w_star = P.train_reward_model(fc, fr, l2=1e-2).double()
+    assert torch.allclose(v, w_star, atol=1e-4)
+    assert P.reward_model_step(v, fc, fr, lr=1.0).dtype == torch.float64
+
+
+def test_reward_model_step_bad_input():
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        P.reward_model_step(torch.zeros(2), torch.zeros(3, 2), torch.zeros(3, 2), lr=0.0)
+    with pytest.raises(ValueError, match="dim = len"):
+        P.reward_model_step(torch.zeros(3), torch.zeros(3, 2), torch.zeros(3, 2), lr=1.0)

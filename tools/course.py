@@ -127,15 +127,15 @@ EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
     "tcav_significance": (3, 30),  # 03
     "influence_hvp": (3, 35),  # 04
     "probe_selectivity": (2, 25),  # 05
-    "steering_hook": (2, 25),  # 06
-    "sae_train_step": (3, 35),  # 07
+    "steered_scores": (2, 25),  # 06
+    "sae_train_loop": (3, 35),  # 07
     "neuron_nie": (2, 25),  # 08
-    "weat_permutation_test": (3, 30),  # 09
+    "seat_test": (2, 25),  # 09
     "option_scores": (2, 25),  # 10
     "reward_model_step": (2, 30),  # 11
-    "dpo_train_step": (3, 30),  # 12
+    "dpo_train_step": (2, 20),  # 12
     "em_groups": (3, 35),  # 13
     "critique_revision": (2, 25),  # 14
-    "audit_check": (2, 20),  # 15
+    "label_gaps": (2, 20),  # 15
 }
 

@@ -32,18 +32,23 @@ class Case:
 
 
 class LazyCases(Sequence):
-    """Cases built on first use by ``make()`` — for cases drawn from a notebook's real data or the course model,
-    which should cost nothing until the check runs."""
+    """Cases built on first use by ``make(*context)`` — for cases drawn from a notebook's real data or the course
+    model, which should cost nothing until the check runs. ``context`` is what the check cell passes after the
+    student's function, e.g. the notebook's model in ``option_scores = check.option_scores(option_scores, lm)``
+    (so the check runs on the notebook's own model instead of loading a second copy); without it, ``make()``
+    gets nothing and loads what it needs. The cases are rebuilt when the context changes."""
 
-    def __init__(self, make: Callable[[], list[Case]]):
-        self._make, self._cases = make, None
+    def __init__(self, make: Callable[..., list[Case]]):
+        self._make, self._cases, self._context = make, None, None
+        self.context: tuple = ()
 
     def _get(self) -> list[Case]:
-        if self._cases is None:
-            cases = list(self._make())
+        key = tuple(id(c) for c in self.context)
+        if self._cases is None or key != self._context:
+            cases = list(self._make(*self.context))
             if not cases or not all(isinstance(c, Case) for c in cases):
                 raise TypeError("a check's case builder must return a non-empty list of Case")
-            self._cases = cases
+            self._cases, self._context = cases, key
         return self._cases
 
     def __getitem__(self, i):
@@ -71,8 +76,8 @@ class Exercise:
         if callable(self.cases):
             self.cases = LazyCases(self.cases)
 
-    def __call__(self, student: Callable) -> Callable:
-        return run(self, student)
+    def __call__(self, student: Callable, *context) -> Callable:
+        return run(self, student, *context)
 
     def run_case(self, i: int, student: Callable):
         """Run case ``i`` (1-based, as failure messages number them) on ``student`` and print what it returned
@@ -115,8 +120,32 @@ def _compare(got: Any, expected: Any, rtol: float, atol: float) -> str | None:
     return None if got == expected else f"returned {got!r}, expected {expected!r}"
 
 
+_COURSE_LM = []
+
+
+def course_model():
+    """The course model for checks run outside a notebook (the tests): loaded once per process. In a notebook, the
+    check cell passes the notebook's own model instead (``check.f(f, lm)``), so no second copy is loaded."""
+    if not _COURSE_LM:
+        from labkit import load_lm
+
+        _COURSE_LM.append(load_lm())
+    return _COURSE_LM[0]
+
+
+def _shared(v: Any) -> bool:
+    """Models are passed as they are, never copied (a copy of the course model would double the memory)."""
+    from labkit.lm import LanguageModel
+
+    return isinstance(v, (LanguageModel, torch.nn.Module))
+
+
 def _copy_args(case: Case) -> tuple[tuple, dict]:
-    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)  # noqa: E731
+    def clone(v):
+        if isinstance(v, torch.Tensor):
+            return v.clone()
+        return v if _shared(v) else copy.deepcopy(v)
+
     return tuple(clone(a) for a in case.args), {k: clone(v) for k, v in case.kwargs.items()}
 
 
@@ -211,13 +240,18 @@ def _run_one(ex: Exercise, student: Callable, i: int) -> Any:
     return got
 
 
-def run(ex: Exercise, student: Callable) -> Callable:
-    """Check ``student`` against ``ex``; see the module docstring for what happens."""
+def run(ex: Exercise, student: Callable, *context) -> Callable:
+    """Check ``student`` against ``ex``; see the module docstring for what happens. ``context`` (e.g. the notebook's
+    model) goes to a check whose cases are built on first use; it is kept for later ``run_case`` calls."""
     if not callable(student):
         raise TypeError(
             f"check.{ex.name} takes your function itself, e.g. `{ex.name} = check.{ex.name}({ex.name})`, "
             f"not the result of calling it (got a {type(student).__name__})"
         )
+    if context:
+        if not isinstance(ex.cases, LazyCases):
+            raise TypeError(f"check.{ex.name} takes only your function: `{ex.name} = check.{ex.name}({ex.name})`")
+        ex.cases.context = context
     strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
     if _is_reference(ex, student):
         message = f"⧗ {ex.name}: still the reference implementation — write your own {ex.name}, then run this check again."

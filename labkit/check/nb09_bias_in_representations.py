@@ -9,7 +9,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["weat_effect_size", "weat_p_value", "position_bias"]
+__all__ = ["weat_effect_size", "weat_p_value", "seat_test", "position_bias"]
 
 
 # -- WEAT effect size ------------------------------------------------------------------------------
@@ -192,3 +192,96 @@ def _pb_mistakes() -> dict[str, Callable]:
 
 
 position_bias = Exercise("position_bias", _pb_reference, _pb_cases(), _pb_mistakes())
+
+
+# -- SEAT with the word as the unit ------------------------------------------------------------------
+
+
+def _seat_reference(X, Y, A, B, n_templates):
+    """labkit.bias.seat_test: average each word's sentence embeddings, then WEAT d and the exact p over words."""
+    from labkit.bias import seat_test as ref
+
+    r = ref(X, Y, A, B, n_templates)
+    return torch.tensor([r["effect_size"], r["p_value"]], dtype=torch.float64)
+
+
+def _seat_variant(X, Y, A, B, k, units="words", grouping="word", ddof=1, strict=False):
+    """SEAT written out, with switches for the known mistakes."""
+    unit = lambda E: torch.nn.functional.normalize(E.double(), dim=-1)  # noqa: E731
+
+    def per_word(E):
+        d = E.shape[1]
+        G = E.reshape(-1, k, d) if grouping == "word" else E.reshape(k, -1, d).transpose(0, 1)
+        return unit(G.mean(1))
+
+    def assoc(W, A_, B_):
+        return (unit(W) @ unit(A_).T).mean(1) - (unit(W) @ unit(B_).T).mean(1)
+
+    if units == "sentences":
+        s_x, s_y = assoc(X, A, B), assoc(Y, A, B)
+    elif units == "mean_scores":       # s per sentence, then averaged per word
+        s_x, s_y = assoc(X, A, B).reshape(-1, k).mean(1), assoc(Y, A, B).reshape(-1, k).mean(1)
+    else:
+        Aw, Bw = per_word(A), per_word(B)
+        s_x, s_y = assoc(per_word(X), Aw, Bw), assoc(per_word(Y), Aw, Bw)
+    s = torch.cat([s_x, s_y])
+    n = len(s_x)
+    d = (s_x.mean() - s_y.mean()) / s.std(correction=ddof)
+    total = s.sum()
+    observed = 2 * s_x.sum() - total
+    chosen = torch.tensor(list(itertools.combinations(range(2 * n), n)))
+    S = 2 * s[chosen].sum(1) - total
+    tol = 1e-12 * (1 + s.abs().sum())
+    p = (S > observed + tol).double().mean() if strict else (S >= observed - tol).double().mean()
+    return torch.stack([d, p])
+
+
+def _seat_cases() -> list[Case]:
+    """Built on first use: the last case embeds the notebook's flower sentences with the course embedder."""
+    g = torch.Generator().manual_seed(17)
+    shift = torch.randn(12, generator=g)
+
+    def sentences(n_words, k, sign=0.0, d=12):   # word-major: each word's k sentences share the word's vector
+        words = torch.randn(n_words, d, generator=g) + sign * shift
+        return (words[:, None, :] + 0.7 * torch.randn(n_words, k, d, generator=g)).reshape(n_words * k, d)
+
+    import labkit
+    from labkit import bias
+
+    words = bias.load_data("weat_words")
+    templates = words.pop("seat_templates")
+    embedder = labkit.load_embedder()
+    t = len(templates)
+    S = {name: bias.embed(embedder, bias.seat_sentences(words[name], templates)) for name in ("flowers", "pleasant", "unpleasant")}
+    half = torch.randperm(len(words["flowers"]), generator=torch.Generator().manual_seed(0))   # the notebook's null split
+    fl = S["flowers"].reshape(-1, t, S["flowers"].shape[1])
+    X, Y = fl[half[:6]].reshape(-1, fl.shape[2]), fl[half[6:]].reshape(-1, fl.shape[2])
+    return [
+        Case("3 words × 2 templates per set, random 12-dim embeddings", (sentences(3, 2), sentences(3, 2), sentences(3, 2), sentences(3, 2), 2)),
+        Case("a planted association: X near A, Y near B; 4 words × 3 templates", (sentences(4, 3, 1.5), sentences(4, 3, -1.5),
+             sentences(4, 3, 1.5), sentences(4, 3, -1.5), 3)),
+        Case("one template (SEAT is then WEAT); A with 2 words, B with 5", (sentences(5, 1), sentences(5, 1), sentences(2, 1), sentences(5, 1), 1)),
+        Case(f"the notebook's null control: flower half 1 vs half 2 (6 words × {t} templates), pleasant vs unpleasant, "
+             "all-MiniLM sentence embeddings", (X, Y, S["pleasant"], S["unpleasant"], t)),
+    ]
+
+
+def _seat_mistakes() -> dict[str, Callable]:
+    return {
+        "the unit of the test is the word: average each word's n_templates sentence embeddings first. Testing the "
+        "sentences themselves counts each word n_templates times (pseudo-replication).":
+            lambda X, Y, A, B, k: _seat_variant(X, Y, A, B, k, units="sentences"),
+        "average the sentence embeddings of each word (then compute s), not the association scores of its sentences.":
+            lambda X, Y, A, B, k: _seat_variant(X, Y, A, B, k, units="mean_scores"),
+        "the rows are word-major (word 0's n_templates sentences first): group them with reshape(n_words, n_templates, "
+        "dim), not reshape(n_templates, n_words, dim).": lambda X, Y, A, B, k: _seat_variant(X, Y, A, B, k, grouping="template"),
+        "d divides by the sample standard deviation (n − 1) of the word scores of X ∪ Y.":
+            lambda X, Y, A, B, k: _seat_variant(X, Y, A, B, k, ddof=0),
+        "ties count: the p-value is the fraction of partitions with S_i ≥ S (the observed split is one of them).":
+            lambda X, Y, A, B, k: _seat_variant(X, Y, A, B, k, strict=True),
+    }
+
+
+seat_test = Exercise("seat_test", _seat_reference, _seat_cases, _seat_mistakes(), rtol=1e-4, atol=1e-5)
+seat_test.__doc__ = ("Check ``seat_test(X, Y, A, B, n_templates)``: tensor([d, p]) of WEAT on per-word averaged sentence "
+                     "embeddings, exact p over partitions of the words.")

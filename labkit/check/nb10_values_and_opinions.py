@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise
+from ._machinery import Case, Exercise, course_model
 
-__all__ = ["aggregate_stances", "fit_bradley_terry"]
+__all__ = ["aggregate_stances", "option_scores", "fit_bradley_terry"]
 
 _SCORES = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
 
@@ -124,3 +125,89 @@ def _bt_mistakes() -> dict[str, Callable]:
 
 
 fit_bradley_terry = Exercise("fit_bradley_terry", _bt_reference, _bt_cases(), _bt_mistakes(), rtol=1e-3, atol=1e-4)
+
+
+# -- option scores with a shared prompt (the key/value cache) ------------------------------------------
+
+
+LIKERT_PHRASES = ["Strongly disagree", "Disagree", "Agree", "Strongly agree"]
+PHRASE_QUESTION = ("Do you agree with this statement? {statement}\n"
+                   "Answer with one of: strongly disagree, disagree, agree, strongly agree.")
+
+
+def _options_reference(lm, prompt, options):
+    """log p(option | prompt) = Σ_t log p(o_t | prompt, o_<t): labkit's ``lm.option_logprobs`` (prompt once, its
+    key/value cache reused by every option)."""
+    return lm.option_logprobs([prompt], list(options))[0]
+
+
+def _options_cases(lm=None) -> list[Case]:
+    """Cases on the notebook's questions, run on the notebook's model when the check cell passes it."""
+    from labkit import values
+
+    lm = course_model() if lm is None else lm
+
+    data = values.load_data("values")
+    water, prop = data["controls"]["true"][1], data["propositions"][0]
+    return [
+        Case(f"the notebook's question on the control fact {water!r} (chat template), the four Likert phrases "
+             "(2-3 tokens each)", (lm, lm.chat_prompt(PHRASE_QUESTION.format(statement=water)), LIKERT_PHRASES)),
+        Case("the notebook's first proposition, options of 1 to 6 tokens",
+             (lm, lm.chat_prompt(PHRASE_QUESTION.format(statement=prop)),
+              ["Agree", "I disagree with it.", "Strongly agree", "No"])),
+        Case("a plain-text prompt, one option", (lm, "The capital of France is", [" Paris, of course"])),
+    ]
+
+
+def _option_mistake(mode: str):
+    def wrong(lm, prompt, options):
+        with torch.no_grad():
+            ids = torch.tensor([lm.encode(prompt)], device=lm.device)
+            out = lm.model(input_ids=ids, use_cache=True)
+            first = torch.log_softmax(out.logits[0, -1].float(), -1)
+            cache = out.past_key_values
+            scores = []
+            for option in options:
+                o = lm.encode(option)
+                if mode == "first":
+                    scores.append(first[o[0]])
+                    continue
+                if mode == "shifted":  # every option token scored by the logits at its own position
+                    logits = lm.model(input_ids=torch.tensor([o], device=lm.device),
+                                      past_key_values=copy.deepcopy(cache), use_cache=True).logits[0].float()
+                    lp = torch.log_softmax(logits, -1)
+                    scores.append(lp[torch.arange(len(o)), torch.tensor(o)].sum())
+                    continue
+                terms = [first[o[0]]]
+                if len(o) > 1:
+                    c = cache if mode == "shared_cache" else copy.deepcopy(cache)
+                    logits = lm.model(input_ids=torch.tensor([o[:-1]], device=lm.device), past_key_values=c,
+                                      use_cache=True).logits[0].float()
+                    lp = torch.log_softmax(logits, -1)
+                    terms += list(lp[torch.arange(len(o) - 1), torch.tensor(o[1:])])
+                t = torch.stack(terms)
+                scores.append(t.mean() if mode == "mean" else t.sum())
+            out_scores = torch.stack(scores).cpu()
+            return torch.log_softmax(out_scores, -1) if mode == "normalised" else out_scores
+
+    return wrong
+
+
+def _options_mistakes() -> dict[str, Callable]:
+    return {
+        "score every token of the option, not only the first: log p(o | prompt) = Σ_t log p(o_t | prompt, o_<t).":
+            _option_mistake("first"),
+        "off by one: the logits at a position predict the NEXT token — o_1 is scored by the prompt's last logits, "
+        "o_t (t ≥ 2) by the logits after feeding o_(t−1).": _option_mistake("shifted"),
+        "sum the token log-probabilities (log of a product of probabilities), do not average them.":
+            _option_mistake("mean"),
+        "copy the prompt's cache for each option (copy.deepcopy(past_key_values)): feeding an option appends to the "
+        "cache, so the next option would see the previous one.": _option_mistake("shared_cache"),
+        "return log p(option | prompt) over the whole vocabulary: do not renormalise over the options.":
+            _option_mistake("normalised"),
+    }
+
+
+option_scores = Exercise("option_scores", _options_reference, _options_cases, _options_mistakes(), rtol=1e-4, atol=2e-4)
+option_scores.__doc__ = ("Check ``option_scores(lm, prompt, options)``: log p(option | prompt) for each option, the "
+                         "prompt run once, on the notebook's model ``lm``.")

@@ -8,7 +8,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["bt_loss", "kl_regularised_policy"]
+__all__ = ["bt_loss", "reward_model_step", "kl_regularised_policy"]
 
 
 def _bt_reference(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -84,3 +84,72 @@ bt_loss = Exercise("bt_loss", _bt_reference, _bt_cases(), _bt_mistakes())
 bt_loss.__doc__ = "Check ``bt_loss(r_chosen, r_rejected)``: −mean log σ(r_chosen − r_rejected)."
 kl_regularised_policy = Exercise("kl_regularised_policy", _policy_reference, _policy_cases(), _policy_mistakes())
 kl_regularised_policy.__doc__ = "Check ``kl_regularised_policy(ref_logprobs, rewards, beta)``: softmax(log π_ref + R/β) over the last axis."
+
+
+def _step_reference(w, feat_chosen, feat_rejected, lr, l2=0.0):
+    from labkit.preference import reward_model_step
+
+    return reward_model_step(w, feat_chosen, feat_rejected, lr, l2)
+
+
+def _step_cases() -> list[Case]:
+    """Built on first use: the notebook's 672 training pairs need the sentence embedder."""
+    from labkit import preference
+
+    data = preference.load_preference_data()
+    responses, pairs = data["responses"], data["pairs"]
+    phi = preference.embed_responses([r["response"] for r in responses]).double()
+    prompt_of = torch.tensor([r["prompt_id"] for r in responses])
+    ia = torch.tensor([p["chosen_index"] for p in pairs])
+    ib = torch.tensor([p["rejected_index"] for p in pairs])
+    train = prompt_of[ia] < 24
+    fc, fr = phi[ia[train]], phi[ib[train]]
+    g = torch.Generator().manual_seed(3)
+    w_real = torch.randn(phi.shape[1], generator=g, dtype=torch.float64)
+    small_c, small_r = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    return [
+        Case("the notebook's 672 training pairs (all-MiniLM features [672, 384]), a random w, lr = 20, l2 = 1e-3",
+             (w_real, fc, fr, 20.0), {"l2": 1e-3}),
+        Case("5 pairs × 3 features, w = 0 (every pair a coin flip), lr = 1, l2 = 0.1",
+             (torch.zeros(3, dtype=torch.float64), small_c, small_r, 1.0), {"l2": 0.1}),
+        Case("one pair, w = (1, −2), lr = 0.5, no penalty",
+             (torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([[1.0, 0.0]], dtype=torch.float64),
+              torch.tensor([[0.0, 1.0]], dtype=torch.float64), 0.5)),
+        Case("margins of ±40 (σ saturates; log(sigmoid(·)) would give inf/NaN), lr = 0.1, l2 = 0.01",
+             (torch.tensor([20.0, -20.0], dtype=torch.float64), torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64),
+              torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), 0.1), {"l2": 0.01}),
+    ]
+
+
+def _grad(w, fc, fr, l2, loss="bt", reduce="mean", penalty=2.0):
+    d = fc - fr
+    m = d @ w
+    if loss == "bt":
+        coef = torch.sigmoid(-m)                       # −∂/∂m log σ(m) = 1 − σ(m)
+    else:                                              # loss −σ(m): −∂/∂m σ(m) = −σ(m)(1 − σ(m))
+        coef = torch.sigmoid(m) * torch.sigmoid(-m)
+    g = -(coef[:, None] * d)
+    g = g.mean(0) if reduce == "mean" else g.sum(0)
+    return g + penalty * l2 * w
+
+
+def _step_mistakes() -> dict[str, Callable]:
+    return {
+        "step downhill: w_new = w − lr · ∇L(w); adding the gradient climbs the loss (gradient ascent).":
+            lambda w, c, r, lr, l2=0.0: w + lr * _grad(w, c, r, l2),
+        "chosen and rejected are swapped: the margin is r(y_w) − r(y_l) = φ(y_w)·w − φ(y_l)·w.":
+            lambda w, c, r, lr, l2=0.0: w - lr * _grad(w, r, c, l2),
+        "the L2 penalty l2 · ‖w‖² is part of the loss: add it before calling backward().":
+            lambda w, c, r, lr, l2=0.0: w - lr * _grad(w, c, r, l2, penalty=0.0),
+        "the penalty is l2 · ‖w‖² (its gradient 2 · l2 · w), not l2 · ‖w‖² / 2.":
+            lambda w, c, r, lr, l2=0.0: w - lr * _grad(w, c, r, l2, penalty=1.0),
+        "average the loss over pairs (bt_loss takes the mean), do not sum: summing scales the step by n_pairs.":
+            lambda w, c, r, lr, l2=0.0: w - lr * _grad(w, c, r, l2, reduce="sum"),
+        "the loss is −log σ(margin) (use your bt_loss), not −σ(margin).":
+            lambda w, c, r, lr, l2=0.0: w - lr * _grad(w, c, r, l2, loss="sigma"),
+    }
+
+
+reward_model_step = Exercise("reward_model_step", _step_reference, _step_cases, _step_mistakes(), rtol=1e-5, atol=1e-7)
+reward_model_step.__doc__ = ("Check ``reward_model_step(w, feat_chosen, feat_rejected, lr, l2=0.0)``: "
+                             "w − lr ∇[bt_loss(φ_w·w, φ_l·w) + l2 ‖w‖²].")
