@@ -29,7 +29,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 __all__ = [
     "load_constitution", "load_prompts", "load_judge_pairs", "load_public_statements", "validate_constitution",
-    "build_prompt", "critique_revision", "yes_probability", "harmlessness_score",
+    "build_prompt", "clean_reply", "critique_revision", "yes_probability", "harmlessness_score",
     "helpfulness_score", "bootstrap_ci", "judge_ab", "judge_report", "length_bias", "simulate_votes",
     "check_votes", "opinion_groups", "group_consensus", "deduplicate", "make_constitution",
 ]
@@ -160,6 +160,14 @@ def build_prompt(question: str, response: str, principle: dict, critique: str | 
     else:
         lines += [f"Critique: {critique.strip()}", principle["revision"]]
     return "\n".join(lines)
+
+
+def clean_reply(text: str) -> str:
+    """A generated reply as the loop keeps it: surrounding whitespace and a leading label the model likes to add
+    ("Rewritten reply:", "Here is the revised response:") removed; "(no reply)" when nothing is left."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string (a generated reply), got {type(text).__name__}")
+    return _clean(text)
 
 
 def _clean(text: str) -> str:

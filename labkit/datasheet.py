@@ -49,6 +49,7 @@ __all__ = [
     "near_duplicate_pairs",
     "label_balance",
     "subpopulation_stats",
+    "label_gaps",
     "sensitive_columns",
     "sensitive_mentions",
     "audit",
@@ -766,6 +767,39 @@ def subpopulation_stats(records: Sequence[dict], group_field: str, label_field: 
             st["label_shares"] = label_balance([r.get(label_field) for r in rows])["shares"]
         out[g] = st
     return out
+
+
+def label_gaps(records: Sequence[dict], group_field: str, label_field: str, threshold: float = 0.2) -> list[tuple]:
+    """Groups whose labels differ from the whole dataset's: label balance per subpopulation.
+
+    Records whose label is missing (:func:`is_missing`) are left out. For each value g of ``group_field`` (a
+    missing value is the group ``"(missing)"``) and each label k of the dataset, the share of k among g's
+    labelled records, p_{g,k} = n_{g,k} / n_g, is compared with its share in the whole dataset, p_k = n_k / n.
+    Returns every (group, label, p_{g,k}, p_k) with |p_{g,k} − p_k| ≥ ``threshold`` (groups and labels as
+    strings), largest gap first, ties by group then label. A large gap in a small group may be chance: report
+    the group's size next to it (:func:`subpopulation_stats`).
+    """
+    _check_records(records)
+    _field(group_field, "group_field", optional=False)
+    _field(label_field, "label_field", optional=False)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number between 0 and 1 (a difference of shares), got {threshold!r}")
+    present = [r for r in records if not is_missing(r.get(label_field))]
+    if not present:
+        raise ValueError(f"no record has a label in {label_field!r}: there is no label balance to compare")
+    overall = Counter(str(r[label_field]) for r in present)
+    groups: dict[str, Counter] = {}
+    for r in present:
+        g = r.get(group_field)
+        groups.setdefault("(missing)" if is_missing(g) else str(g), Counter())[str(r[label_field])] += 1
+    out = []
+    for g, counts in groups.items():
+        n_g = sum(counts.values())
+        for k, n_k in overall.items():
+            share, base = counts[k] / n_g, n_k / len(present)
+            if abs(share - base) >= threshold:
+                out.append((g, k, share, base))
+    return sorted(out, key=lambda t: (-abs(t[2] - t[3]), t[0], t[1]))
 
 
 # Column names that suggest personal or sensitive data (GDPR art. 9 categories, identifiers, contact data).

@@ -3,6 +3,8 @@
 * :func:`dpo_loss`, :func:`implicit_rewards`, :func:`sequence_logprobs` — the DPO objective
   L = −E log σ(β log π_θ(y_w|x)/π_ref(y_w|x) − β log π_θ(y_l|x)/π_ref(y_l|x)) (Rafailov et al. 2023);
 * :func:`tabular_dpo` — DPO on a tabular (bandit) policy, whose optimum is known in closed form;
+* :func:`dpo_step` — one gradient step on the DPO loss for a policy given by its parameters
+  (:func:`bandit_as_sequences` casts the tabular policy in that form);
 * :class:`LoraDPO` — DPO fine-tuning of a causal LM with a LoRA adapter (``peft``) on its top layers: the
   frozen lower layers and the reference log-probabilities are computed once, the reference is the same
   model with the adapter disabled, and chosen and rejected responses go through the model in one batch;
@@ -560,3 +562,62 @@ class LoraDPO:
                                        batch_size=max(1, len(prompts)))
         return [t.strip() for t in replies]
 
+
+
+# --------------------------------------------------------------------------------------------------
+# One DPO training step, written out (the exercise of notebook 12)
+
+
+def bandit_as_sequences(k: int) -> tuple[torch.Tensor, torch.Tensor, "Callable"]:
+    """The tabular policy π_θ = softmax(θ) over ``k`` answers as a language model with one-token responses.
+
+    Response y is the sequence [0, y] (a one-token prompt, then the answer), and the logits at position 0 are θ,
+    so :func:`sequence_logprobs` gives log π_θ(y) = log softmax(θ)_y. Returns ``(input_ids [k, 2],
+    response_mask [k, 2], logits_fn)`` with ``logits_fn(θ)`` the logits [k, 2, k] — the form :func:`dpo_step`
+    takes, so the bandit of notebook 12 trains with the same step as a real model.
+    """
+    k = _int(k, "k", minimum=2)
+    ids = torch.stack([torch.zeros(k, dtype=torch.long), torch.arange(k)], 1)
+    mask = torch.tensor([[0, 1]] * k)
+
+    def logits_fn(theta: torch.Tensor) -> torch.Tensor:
+        if not isinstance(theta, torch.Tensor) or theta.shape != (k,):
+            raise ValueError(f"θ must be a tensor of {k} logits, one per answer, got "
+                             f"{tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta).__name__}")
+        return theta.expand(k, 2, k)
+
+    return ids, mask, logits_fn
+
+
+def dpo_step(params: torch.Tensor, logits_fn, input_ids: torch.Tensor, response_mask: torch.Tensor,
+             chosen: torch.Tensor, rejected: torch.Tensor, ref_logps: torch.Tensor, beta: float,
+             lr: float) -> torch.Tensor:
+    """One gradient-descent step on the DPO loss (Rafailov et al. 2023, eq. 7), for a policy given by its parameters.
+
+    ``logits_fn(params)`` returns the policy's logits [N, T, V] on ``input_ids`` [N, T] (N responses, each
+    prompt + response, right-padded); ``response_mask`` [N, T] marks the response tokens. Then
+    log π_θ(y_n|x_n) = :func:`sequence_logprobs`, the loss is :func:`dpo_loss` over the pairs
+    (``chosen[i]``, ``rejected[i]``) (response indices) with the reference log-probabilities ``ref_logps`` [N],
+    and the step is plain gradient descent θ' = θ − lr ∇_θ L_DPO(θ). Returns θ' (detached, same shape as θ).
+    """
+    beta, lr = _check_beta(beta), _positive(lr, "lr")
+    if not isinstance(params, torch.Tensor) or not params.is_floating_point():
+        raise TypeError(f"params must be a floating-point torch.Tensor, got {type(params).__name__}")
+    if not callable(logits_fn):
+        raise TypeError(f"logits_fn must be a function params -> logits [N, T, V], got {type(logits_fn).__name__}")
+    _tensor(params, "params")
+    ref_logps = _tensor(ref_logps, "ref_logps")
+    chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
+    for name, idx in (("chosen", chosen), ("rejected", rejected)):
+        if idx.is_floating_point() or idx.dim() != 1:
+            raise TypeError(f"{name} must be a 1-D tensor of integer response indices, got dtype {idx.dtype}, "
+                            f"shape {tuple(idx.shape)}")
+        if int(idx.min()) < 0 or int(idx.max()) >= len(ref_logps):
+            raise ValueError(f"{name} must hold response indices between 0 and {len(ref_logps) - 1}")
+    theta = params.detach().clone().requires_grad_(True)
+    logps = sequence_logprobs(logits_fn(theta), input_ids, response_mask)
+    if logps.shape != ref_logps.shape:
+        raise ValueError(f"ref_logps must hold one value per response ({tuple(logps.shape)}), got {tuple(ref_logps.shape)}")
+    loss = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected], beta)
+    (grad,) = torch.autograd.grad(loss, theta)
+    return (theta - lr * grad).detach()

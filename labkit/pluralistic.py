@@ -301,7 +301,8 @@ class EMResult:
 
 
 def em_rewards(features, pairs, labels, annotator=None, k: int = 2, n_iter: int = 25, hard: bool = False,
-               n_restarts: int = 3, l2: float = 1e-3, seed: int = 0, unit: str = "annotator") -> EMResult:
+               n_restarts: int = 3, l2: float = 1e-3, seed: int = 0, unit: str = "annotator",
+               init=None) -> EMResult:
     """EM for a mixture of Bradley-Terry rewards (MaxMin-RLHF, Chakraborty et al. 2024).
 
     ``unit`` says what carries the hidden group u:
@@ -318,7 +319,8 @@ def em_rewards(features, pairs, labels, annotator=None, k: int = 2, n_iter: int 
     E-step: :func:`e_step` gives γ_{unit,u}; with ``hard=True`` each unit goes wholly to its most likely group
     (hard EM, as in the paper's clustering). M-step: η_u = mean γ_{·,u}; w_u = :func:`fit_bt` with each
     comparison weighted by its unit's γ_u. Starts from random responsibilities; keeps the best of
-    ``n_restarts`` runs (largest final L).
+    ``n_restarts`` runs (largest final L). With ``init`` ([units, K] responsibilities, rows summing to one) it
+    makes a single run from ``init`` instead (``n_restarts`` and ``seed`` are then not used).
     """
     X, P, y = _check_pairs(features, pairs, labels)
     if unit not in ("annotator", "comparison"):
@@ -347,11 +349,19 @@ def em_rewards(features, pairs, labels, annotator=None, k: int = 2, n_iter: int 
         raise TypeError(f"hard must be True or False, got {hard!r}")
     l2 = _real(l2, "l2 (the ridge penalty)", positive=True)
     seed = _int(seed, "seed")
+    if init is not None:
+        init = check_distribution(init, "every row of init").double()
+        if init.shape != (A, k):
+            raise ValueError(f"init must be [{A} {unit}s, {k} groups] of responsibilities, got shape {tuple(init.shape)}")
+        n_restarts = 1
     best = None
     g = torch.Generator().manual_seed(seed)
     for _ in range(n_restarts):
-        resp = -torch.log(torch.rand(A, k, generator=g, dtype=torch.float64))  # Dirichlet(1, …, 1) draws
-        resp = resp / resp.sum(-1, keepdim=True)
+        if init is not None:
+            resp = init.clone()
+        else:
+            resp = -torch.log(torch.rand(A, k, generator=g, dtype=torch.float64))  # Dirichlet(1, …, 1) draws
+            resp = resp / resp.sum(-1, keepdim=True)
         history = []
         for _ in range(n_iter):
             if hard:

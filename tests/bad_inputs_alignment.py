@@ -12,6 +12,7 @@ import torch
 
 from bad_input import Bad
 from labkit import constitutional as ca
+from labkit import dpo
 from labkit import datasheet as ds
 from labkit import pluralistic as pl
 from labkit import widgets
@@ -296,6 +297,31 @@ CASES = [
         "rows .* must be an integer >= 1"),
     Bad("labkit.widgets.DatasheetForm", "about_people as a string",
         lambda: widgets.DatasheetForm(_sheet(), about_people="yes"), TypeError, "about_people must be True or False"),
+    # ---------------------------------------------------------------- issue 17: the "implement it yourself" exercises
+    Bad("labkit.dpo.dpo_step", "a learning rate of 0",
+        lambda: dpo.dpo_step(torch.zeros(3), dpo.bandit_as_sequences(3)[2], *dpo.bandit_as_sequences(3)[:2],
+                             torch.tensor([0]), torch.tensor([1]), torch.zeros(3), 0.1, 0.0), ValueError, "lr must be a positive"),
+    Bad("labkit.dpo.dpo_step", "a response index out of range",
+        lambda: dpo.dpo_step(torch.zeros(3), dpo.bandit_as_sequences(3)[2], *dpo.bandit_as_sequences(3)[:2],
+                             torch.tensor([0]), torch.tensor([3]), torch.zeros(3), 0.1, 1.0), ValueError, "rejected must hold response indices"),
+    Bad("labkit.dpo.dpo_step", "logits_fn that is not a function",
+        lambda: dpo.dpo_step(torch.zeros(3), None, *dpo.bandit_as_sequences(3)[:2],
+                             torch.tensor([0]), torch.tensor([1]), torch.zeros(3), 0.1, 1.0), TypeError, "logits_fn must be a function"),
+    Bad("labkit.dpo.bandit_as_sequences", "one answer: nothing to compare",
+        lambda: dpo.bandit_as_sequences(1), ValueError, "k must be at least 2"),
+    Bad("labkit.pluralistic.em_rewards", "initial responsibilities of the wrong shape",
+        lambda: pl.em_rewards(X, P, Y, ANN, k=2, n_iter=1, init=torch.full((3, 2), 0.5, **f64)), ValueError,
+        r"init must be \[2 annotators, 2 groups\]"),
+    Bad("labkit.pluralistic.em_rewards", "initial responsibilities that do not sum to one",
+        lambda: pl.em_rewards(X, P, Y, ANN, k=2, n_iter=1, init=torch.full((2, 2), 0.3, **f64)), ValueError, "init"),
+    Bad("labkit.constitutional.clean_reply", "a list instead of one reply",
+        lambda: ca.clean_reply(["a", "b"]), TypeError, "text must be a string"),
+    Bad("labkit.datasheet.label_gaps", "a threshold above 1",
+        lambda: ds.label_gaps(RECORDS, "g", "label", 1.5), ValueError, "threshold must be a number between 0 and 1"),
+    Bad("labkit.datasheet.label_gaps", "no labels at all",
+        lambda: ds.label_gaps([{"g": "u"}, {"g": "v", "label": None}], "g", "label"), ValueError, "no record has a label"),
+    Bad("labkit.datasheet.label_gaps", "no label field",
+        lambda: ds.label_gaps(RECORDS, "g", None), (TypeError, ValueError), "label_field"),
 ]
 
 EXEMPT = {

@@ -190,3 +190,25 @@ def test_nan_log_probabilities_are_refused():
         dpo.ches_score(torch.full((1, 2, 3), nan), torch.ones(1, 2, 3))
     with pytest.raises(ValueError, match="vocabulary"):
         dpo.sequence_logprobs(torch.zeros(1, 3, 4), torch.tensor([[0, 1, 9]]), torch.tensor([[0, 1, 1]]))
+
+
+def test_dpo_step_matches_the_closed_form_gradient_on_a_bandit():
+    """For π_θ = softmax(θ), log π(w) − log π(l) = θ_w − θ_l, so ∇L = −(β/n) Σ_i σ(−m_i)(e_{w_i} − e_{l_i})."""
+    g = torch.Generator().manual_seed(1)
+    k, beta, lr = 6, 0.3, 2.0
+    theta = torch.randn(k, generator=g, dtype=torch.float64)
+    ref = torch.log_softmax(torch.randn(k, generator=g, dtype=torch.float64), -1)
+    w = torch.tensor([0, 1, 2, 5, 3])
+    l = torch.tensor([4, 0, 5, 1, 2])
+    ids, mask, fn = dpo.bandit_as_sequences(k)
+    new = dpo.dpo_step(theta, fn, ids, mask, w, l, ref, beta, lr)
+    logp = torch.log_softmax(theta, -1)
+    m = beta * ((logp[w] - ref[w]) - (logp[l] - ref[l]))
+    grad = torch.zeros(k, dtype=torch.float64)
+    coef = -beta * torch.sigmoid(-m) / len(w)
+    grad.index_add_(0, w, coef).index_add_(0, l, -coef)
+    torch.testing.assert_close(new, theta - lr * grad)
+    # the input is not modified and the loss falls after the step
+    before = dpo.dpo_loss(logp[w], logp[l], ref[w], ref[l], beta)
+    lp2 = torch.log_softmax(new, -1)
+    assert dpo.dpo_loss(lp2[w], lp2[l], ref[w], ref[l], beta) < before

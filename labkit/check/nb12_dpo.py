@@ -8,7 +8,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["dpo_loss", "sequence_logprobs"]
+__all__ = ["dpo_loss", "sequence_logprobs", "dpo_train_step"]
 F = torch.nn.functional
 
 
@@ -123,3 +123,104 @@ dpo_loss = Exercise("dpo_loss", _dpo_reference, _fix_cases(_dpo_cases()), _dpo_m
 dpo_loss.__doc__ = "Check ``dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`` (mean over pairs)."
 sequence_logprobs = Exercise("sequence_logprobs", _seq_reference, _seq_cases(), _seq_mistakes())
 sequence_logprobs.__doc__ = "Check ``sequence_logprobs(logits, input_ids, response_mask)``: Σ_t m_t log p(x_t | x_<t)."
+
+
+# -- dpo_train_step --------------------------------------------------------------------------------
+
+
+def _step_reference(params, logits_fn, input_ids, response_mask, chosen, rejected, ref_logps, beta, lr):
+    from labkit.dpo import dpo_step
+
+    return dpo_step(params, logits_fn, input_ids, response_mask, chosen, rejected, ref_logps, beta, lr)
+
+
+def _step_cases() -> list[Case]:
+    from labkit import preference
+    from labkit.dpo import bandit_as_sequences, tabular_dpo
+
+    # the bandit of notebook 12, section 2 (seed 0, K = 10, β = 0.5) and 100 of its Bradley-Terry-labelled pairs
+    g = torch.Generator().manual_seed(0)
+    K = 10
+    ref_probs = torch.softmax(torch.randn(K, generator=g), -1)
+    R = torch.randn(K, generator=g)
+    pairs = tabular_dpo(ref_probs, R, 0.5, n_pairs=100, steps=1, seed=0)["pairs"]
+    ids, mask, fn = bandit_as_sequences(K)
+    ref_lp = ref_probs.double().log()
+    theta_half = ref_lp + 0.5 * preference.kl_regularised_policy(ref_probs.log(), R, 0.5).double().log()
+    # a bigram "language model" on 4 token sequences of length 6 with prompts of different lengths
+    g2 = torch.Generator().manual_seed(3)
+    V = 7
+    seq = torch.randint(0, V, (4, 6), generator=g2)
+    m = torch.zeros(4, 6, dtype=torch.long)
+    m[0, 2:6] = 1
+    m[1, 3:5] = 1
+    m[2, 1:6] = 1
+    m[3, 4:5] = 1
+    W0 = torch.randn(V, V, generator=g2, dtype=torch.float64)
+    bigram = _Bigram(seq)
+    ref_seq = torch.tensor([-9.0, -6.0, -11.0, -2.5], dtype=torch.float64)
+    return [
+        Case("the notebook's bandit (K = 10, β = 0.5): 100 labelled pairs, θ half-way to π*, lr = 5",
+             (theta_half, fn, ids, mask, pairs[:, 0], pairs[:, 1], ref_lp.clone(), 0.5, 5.0)),
+        Case("the same pairs from the start, θ = log π_ref, β = 0.1, lr = 1",
+             (ref_lp.clone(), fn, ids, mask, pairs[:, 0], pairs[:, 1], ref_lp.clone(), 0.1, 1.0)),
+        Case("a bigram language model: 4 responses after prompts of different lengths, 3 pairs sharing responses",
+             (W0, bigram, seq, m, torch.tensor([0, 2, 0]), torch.tensor([1, 3, 3]), ref_seq, 0.2, 0.5)),
+        Case("one pair, β = 2", (W0, bigram, seq, m, torch.tensor([3]), torch.tensor([2]), ref_seq, 2.0, 0.1)),
+    ]
+
+
+class _Bigram:
+    """logits[n, t] = θ[seq[n, t]]: a bigram language model whose parameters θ [V, V] are the logit table."""
+
+    def __init__(self, seq):
+        self.seq = seq
+
+    def __call__(self, theta):
+        return theta[self.seq]
+
+
+def _step_mistakes() -> dict[str, Callable]:
+    from labkit.dpo import dpo_loss as loss_fn, sequence_logprobs as seq_fn
+
+    def grad_of(params, logits_fn, ids, m, c, r, ref, beta, swap=False, no_ref=False):
+        theta = params.detach().clone().requires_grad_(True)
+        lp = seq_fn(logits_fn(theta), ids, m)
+        if swap:
+            c, r = r, c
+        rc, rr = (torch.zeros_like(ref[c]), torch.zeros_like(ref[r])) if no_ref else (ref[c], ref[r])
+        (g,) = torch.autograd.grad(loss_fn(lp[c], lp[r], rc, rr, beta), theta)
+        return theta.detach(), g
+
+    def ascent(params, f, ids, m, c, r, ref, beta, lr):
+        theta, g = grad_of(params, f, ids, m, c, r, ref, beta)
+        return theta + lr * g
+
+    def no_lr(params, f, ids, m, c, r, ref, beta, lr):
+        theta, g = grad_of(params, f, ids, m, c, r, ref, beta)
+        return theta - g
+
+    def swapped(params, f, ids, m, c, r, ref, beta, lr):
+        theta, g = grad_of(params, f, ids, m, c, r, ref, beta, swap=True)
+        return theta - lr * g
+
+    def no_ref(params, f, ids, m, c, r, ref, beta, lr):
+        theta, g = grad_of(params, f, ids, m, c, r, ref, beta, no_ref=True)
+        return theta - lr * g
+
+    def no_step(params, f, ids, m, c, r, ref, beta, lr):
+        return params.detach().clone()
+
+    return {
+        "step DOWN the gradient: θ' = θ − lr·∇L (you added the gradient: that is ascent, the loss rises).": ascent,
+        "multiply the gradient by the learning rate lr.": no_lr,
+        "chosen and rejected are swapped: the first log-probabilities passed to dpo_loss are the CHOSEN responses'.": swapped,
+        "the reference log-probabilities are missing: pass ref_logps[chosen] and ref_logps[rejected] to dpo_loss.": no_ref,
+        "the parameters did not move: compute the gradient of the loss (torch.autograd.grad or .backward()) and "
+        "return θ − lr·∇L.": no_step,
+    }
+
+
+dpo_train_step = Exercise("dpo_train_step", _step_reference, _step_cases, _step_mistakes(), rtol=1e-5, atol=1e-7)
+dpo_train_step.__doc__ = ("Check ``dpo_train_step(params, logits_fn, input_ids, response_mask, chosen, rejected, ref_logps, "
+                          "beta, lr)``: one gradient step on the DPO loss, returning the new parameters.")

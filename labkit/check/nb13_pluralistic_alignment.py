@@ -9,7 +9,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["e_step", "maxmin_grid", "js_distance"]
+__all__ = ["e_step", "maxmin_grid", "js_distance", "em_groups"]
 
 
 # -- e_step ----------------------------------------------------------------------------------------
@@ -187,3 +187,85 @@ def _js_mistakes() -> dict[str, Callable]:
 
 js_distance = Exercise("js_distance", _js_reference, _js_cases(), _js_mistakes())
 js_distance.__doc__ = "Check a ``js_distance(p, q)`` function: the Jensen-Shannon distance in base 2."
+
+
+# -- em_groups -------------------------------------------------------------------------------------
+
+
+def _em_reference(features, pairs, labels, annotator, init, n_iter, history=None):
+    """labkit's EM (soft, per annotator) from the given responsibilities; the rewards of the last M-step."""
+    from labkit.pluralistic import em_rewards
+
+    em = em_rewards(features, pairs, labels, annotator, k=init.shape[1], n_iter=n_iter, init=init)
+    if history is not None:
+        history.extend(em.loglik)
+    return em.weights
+
+
+def _dirichlet(a: int, k: int, seed: int) -> torch.Tensor:
+    r = -torch.log(torch.rand(a, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return r / r.sum(-1, keepdim=True)
+
+
+def _em_cases() -> list[Case]:
+    from labkit.pluralistic import simulate_preferences
+
+    def problem(**kw):
+        d = simulate_preferences(**kw)
+        return d["features"], d["pairs"], d["labels"], d["annotator"], len(d["groups"])
+
+    # notebook 13's planted mixture: 40 + 10 annotators, 40 labels each, cosine −0.2
+    X, P, y, ann, A = problem(n_responses=40, dim=6, group_sizes=(40, 10), comparisons_per_annotator=40,
+                              cosine=-0.2, scale=3.0, seed=0)
+    X2, P2, y2, ann2, A2 = problem(n_responses=20, dim=4, group_sizes=(12, 6), comparisons_per_annotator=3,
+                                   cosine=-0.5, scale=2.0, seed=1)
+    X3, P3, y3, ann3, A3 = problem(n_responses=16, dim=3, group_sizes=(8, 6, 4), comparisons_per_annotator=6,
+                                   cosine=0.0, scale=3.0, seed=2)
+    return [
+        Case("the notebook's planted mixture (2,000 labels by 50 annotators), random start, 3 iterations",
+             (X, P, y, ann, _dirichlet(A, 2, 0), 3)),
+        Case("few labels per annotator (3 each): the shares η matter, 4 iterations",
+             (X2, P2, y2, ann2, _dirichlet(A2, 2, 1), 4)),
+        Case("three groups, 2 iterations", (X3, P3, y3, ann3, _dirichlet(A3, 3, 2), 2)),
+        Case("one group (k = 1): a single Bradley-Terry fit", (X2, P2, y2, ann2, torch.ones(A2, 1, dtype=torch.float64), 1)),
+    ]
+
+
+def _em_mistakes() -> dict[str, Callable]:
+    from labkit.pluralistic import e_step, fit_bt, pair_loglik
+
+    def run(X, P, y, ann, resp, n_iter, weighted=True, pooled=True, prior=True, update_eta=True):
+        A, K = resp.shape
+        eta = resp.mean(0)
+        per_comparison = False  # after an unpooled E-step, resp has one row per comparison
+        for _ in range(n_iter):
+            if update_eta:
+                eta = resp.mean(0)
+            gamma = resp if per_comparison else resp[ann]
+            W = torch.stack([fit_bt(X, P, y, sample_weight=gamma[:, u] + 1e-9) if weighted else fit_bt(X, P, y)
+                             for u in range(K)])
+            ll = pair_loglik(W, X, P, y)
+            if pooled:
+                ll = torch.zeros(A, K, dtype=torch.float64).index_add_(0, ann, ll)
+            else:
+                per_comparison = True
+            resp = e_step(ll, eta) if prior else torch.softmax(ll, -1)
+        return W
+
+    return {
+        "the M-step must weight each comparison by its annotator's responsibility γ_{a,u} "
+        "(fit_bt(..., sample_weight=γ[annotator, u])); unweighted, every group learns the same reward.":
+            lambda *a: run(*a, weighted=False),
+        "pool each annotator's labels: ℓ_{a,u} is the SUM of log σ(·) over a's comparisons "
+        "(index_add over annotator), not one responsibility per comparison.":
+            lambda *a: run(*a, pooled=False),
+        "the E-step needs the shares: γ ∝ η_u exp(ℓ_{a,u}) (use your e_step(loglik, eta)).":
+            lambda *a: run(*a, prior=False),
+        "update the shares in every M-step: η_u = mean over annotators of γ_{a,u}.":
+            lambda *a: run(*a, update_eta=False),
+    }
+
+
+em_groups = Exercise("em_groups", _em_reference, _em_cases, _em_mistakes(), rtol=1e-3, atol=1e-4)
+em_groups.__doc__ = ("Check ``em_groups(features, pairs, labels, annotator, init, n_iter, history=None)``: EM over "
+                     "annotator groups, returning the rewards of the last M-step.")

@@ -6,9 +6,9 @@ from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise
+from ._machinery import Case, Exercise, run
 
-__all__ = ["build_prompt", "group_consensus"]
+__all__ = ["build_prompt", "group_consensus", "critique_revision"]
 
 _PRINCIPLE = {
     "id": "kindness", "text": "Be kind.",
@@ -143,3 +143,150 @@ def _consensus_mistakes() -> dict[str, Callable]:
 
 group_consensus = Exercise("group_consensus", _consensus_reference, _consensus_cases(), _consensus_mistakes())
 group_consensus.__doc__ = "Check a ``group_consensus(votes, groups)`` function: Polis's group-informed consensus."
+
+
+# -- critique_revision -----------------------------------------------------------------------------
+
+
+def _loop_reference(lm, prompts, principles, n_rounds=1, max_new_tokens=32, critique_tokens=24, initial=None):
+    """labkit's loop (greedy, one batched generate call per step), without the principle ids."""
+    from labkit.constitutional import critique_revision
+
+    out = critique_revision(lm, prompts, principles, n_rounds=n_rounds, max_new_tokens=max_new_tokens,
+                            critique_tokens=critique_tokens, initial=initial)
+    return {"initial": out["initial"], "rounds": [{"critique": r["critique"], "revision": r["revision"]} for r in out["rounds"]]}
+
+
+class _Shared:
+    """The course model, handed to every case as it is: copying 135M parameters per case would cost seconds and
+    memory, and generation does not change the model. Loaded on first use and released when the check ends
+    (:class:`_ModelCheck`), so a notebook never holds a second copy of the model."""
+
+    def __init__(self, make):
+        self._make, self._lm = make, None
+
+    def release(self):
+        self._lm = None
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._lm is None:
+            self._lm = self._make()
+        return getattr(self._lm, name)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self):
+        return "<the course model>"
+
+
+class _ScriptedLM:
+    """A stand-in language model whose greedy reply is a fingerprint of the prompt and the token budget: any
+    change in the prompts or budgets of the loop changes the replies. A critique request ending in "Say
+    nothing." gets an empty reply."""
+
+    def generate(self, prompts, max_new_tokens=64, batch_size=16, **kwargs):
+        import hashlib
+
+        single = isinstance(prompts, str)
+        out = []
+        for p in [prompts] if single else prompts:
+            if p.rstrip().endswith("Say nothing."):
+                out.append("   ")
+                continue
+            tag = hashlib.md5(p.encode()).hexdigest()[:6]
+            out.append(f"  Revised reply: [{max_new_tokens} tokens] reply {tag} to '{p.splitlines()[-1][:24]}' ")
+        return out[0] if single else out
+
+    def option_logprobs(self, *args, **kwargs):  # present so the loop accepts it as a language model
+        raise NotImplementedError
+
+    def __repr__(self):
+        return "<a scripted stand-in model>"
+
+
+_COURSE_MODEL: list = []
+
+
+def _course_model() -> "_Shared":
+    from labkit import load_lm
+
+    if not _COURSE_MODEL:
+        _COURSE_MODEL.append(_Shared(load_lm))
+    return _COURSE_MODEL[0]
+
+
+class _ModelCheck(Exercise):
+    """An exercise whose cases use the course model: the model is released when the check has run."""
+
+    def __call__(self, student):
+        try:
+            return run(self, student)
+        finally:
+            for shared in _COURSE_MODEL:
+                shared.release()
+            import gc
+
+            gc.collect()
+
+
+def _loop_cases() -> list[Case]:
+    from labkit.constitutional import load_constitution, load_prompts
+
+    by_id = {p["id"]: p for p in load_constitution()["principles"]}
+    items = load_prompts()["harmful"]
+    quiet = {"id": "quiet", "text": "Be quiet.", "critique": "Say nothing.", "revision": "Rewrite the reply."}
+    fake = _ScriptedLM()
+    two = [items[0]["prompt"], items[1]["prompt"]]
+    two_p = [by_id[items[0]["principle"]], by_id[items[1]["principle"]]]
+    return [
+        Case("a scripted stand-in model: 2 prompts, 2 rounds, 32 and 24 tokens", (fake, two, two_p),
+             {"n_rounds": 2, "max_new_tokens": 32, "critique_tokens": 24}),
+        Case("the stand-in, given initial responses, 1 round, 16 and 8 tokens", (fake, two, two_p),
+             {"n_rounds": 1, "max_new_tokens": 16, "critique_tokens": 8, "initial": ["  Sure, here you go.", "No."]}),
+        Case("an empty critique becomes '(no critique)'", (fake, two[:1], [quiet]), {"n_rounds": 1}),
+        Case("SmolLM2 on the notebook's first prompt, one round, 8 and 6 tokens (greedy)",
+             (_course_model(), [items[0]["prompt"]], [by_id[items[0]["principle"]]]),
+             {"n_rounds": 1, "max_new_tokens": 8, "critique_tokens": 6}),
+    ]
+
+
+def _loop_mistakes() -> dict[str, Callable]:
+    from labkit.constitutional import build_prompt, clean_reply
+
+    def loop(lm, prompts, principles, n_rounds=1, max_new_tokens=32, critique_tokens=24, initial=None,
+             keep_first=False, no_critique_in_revision=False, clean=True, same_budget=False, fill=True):
+        kw = dict(batch_size=len(prompts))
+        tidy = clean_reply if clean else (lambda t: t)
+        first = [tidy(r) for r in (initial if initial is not None else lm.generate(prompts, max_new_tokens=max_new_tokens, **kw))]
+        current, out = first, {"initial": first, "rounds": []}
+        for _ in range(n_rounds):
+            base = first if keep_first else current
+            crit = lm.generate([build_prompt(q, a, p) for q, a, p in zip(prompts, base, principles)],
+                               max_new_tokens=max_new_tokens if same_budget else critique_tokens, **kw)
+            crit = [(c.strip() or "(no critique)") if fill else c.strip() for c in crit]
+            asks = [build_prompt(q, a, p) if no_critique_in_revision else build_prompt(q, a, p, c)
+                    for q, a, p, c in zip(prompts, base, principles, crit)]
+            current = [tidy(x) for x in lm.generate(asks, max_new_tokens=max_new_tokens, **kw)]
+            out["rounds"].append({"critique": crit, "revision": current})
+        return out
+
+    return {
+        "each round revises the CURRENT response (the previous round's revision), not the initial one.":
+            lambda *a, **k: loop(*a, **k, keep_first=True),
+        "the revision request must contain the critique: build_prompt(question, response, principle, critique).":
+            lambda *a, **k: loop(*a, **k, no_critique_in_revision=True),
+        "clean every generated response with constitutional.clean_reply (it strips labels like 'Revised reply:').":
+            lambda *a, **k: loop(*a, **k, clean=False),
+        "critiques get their own budget: max_new_tokens=critique_tokens for the critique step.":
+            lambda *a, **k: loop(*a, **k, same_budget=True),
+        "an empty critique must become '(no critique)'.":
+            lambda *a, **k: loop(*a, **k, fill=False),
+    }
+
+
+critique_revision = _ModelCheck("critique_revision", _loop_reference, _loop_cases, _loop_mistakes())
+critique_revision.__doc__ = ("Check ``critique_revision(lm, prompts, principles, n_rounds, max_new_tokens, critique_tokens, "
+                             "initial=None)``: the critique → revision loop around the generation call.")

@@ -9,7 +9,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["missing_values", "near_duplicate_pairs"]
+__all__ = ["missing_values", "near_duplicate_pairs", "label_gaps"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,3 +149,80 @@ def _near_mistakes() -> dict[str, Callable]:
 
 near_duplicate_pairs = Exercise("near_duplicate_pairs", _near_reference, _near_cases(), _near_mistakes())
 near_duplicate_pairs.__doc__ = "Check ``near_duplicate_pairs(embeddings, threshold)``: pairs i < j with cosine ≥ threshold."
+
+
+# -- label_gaps ------------------------------------------------------------------------------------
+
+
+def _gaps_reference(records, group_field, label_field, threshold=0.2):
+    from labkit.datasheet import label_gaps
+
+    return label_gaps(records, group_field, label_field, threshold)
+
+
+def _gaps_cases() -> list[Case]:
+    from labkit.datasheet import toy_dataset
+
+    records, _ = toy_dataset()
+    exact = ([{"g": "a", "y": "x"}] * 3 + [{"g": "a", "y": "z"}] + [{"g": "b", "y": "x"}] * 1 + [{"g": "b", "y": "z"}] * 3)
+    # overall share of x = 4/8 = 0.5; in a: 0.75 (gap 0.25 exactly), in b: 0.25 (gap 0.25)
+    three = ([{"g": "u", "y": 1}] * 4 + [{"g": "u", "y": 2}] * 2 + [{"g": "v", "y": 3}] * 3 + [{"g": "w", "y": 1}]
+             + [{"g": "w", "y": 2}] + [{"g": None, "y": 3}] + [{"y": 1}] + [{"g": "u", "y": None}] * 4 + [{"g": "v", "y": " "}])
+    return [
+        Case("the notebook's toy reviews by age group, threshold 0.1", (records, "age_group", "label", 0.1)),
+        Case("the toy reviews, threshold 0.05", (records, "age_group", "label", 0.05)),
+        Case("gaps of exactly 0.25 at threshold 0.25 (≥ counts)", (exact, "g", "y", 0.25)),
+        Case("three labels, a label absent from a group, missing groups and missing labels", (three, "g", "y", 0.2)),
+    ]
+
+
+def _gaps_mistakes() -> dict[str, Callable]:
+    from collections import Counter
+
+    from labkit.datasheet import is_missing
+
+    def gaps(records, gf, lf, threshold=0.2, keep_missing_labels=False, mean_of_groups=False, only_present=False,
+             strict=False, drop_missing_groups=False):
+        rows = records if keep_missing_labels else [r for r in records if not is_missing(r.get(lf))]
+        if drop_missing_groups:
+            rows = [r for r in rows if not is_missing(r.get(gf))]
+        key = lambda r: "(missing)" if is_missing(r.get(gf)) else str(r.get(gf))  # noqa: E731
+        lab = lambda r: str(r.get(lf))  # noqa: E731
+        overall = Counter(lab(r) for r in rows if not is_missing(r.get(lf)))
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(key(r), []).append(r)
+        n_all = len(rows)
+        if mean_of_groups:
+            base = {k: sum(Counter(lab(r) for r in g)[k] / len(g) for g in groups.values()) / len(groups) for k in overall}
+        else:
+            base = {k: overall[k] / n_all for k in overall}
+        out = []
+        for g, rs in groups.items():
+            c = Counter(lab(r) for r in rs)
+            for k in overall:
+                if only_present and c[k] == 0:
+                    continue
+                share = c[k] / len(rs)
+                gap = abs(share - base[k])
+                if (gap > threshold) if strict else (gap >= threshold):
+                    out.append((g, k, share, base[k]))
+        return sorted(out, key=lambda t: (-abs(t[2] - t[3]), t[0], t[1]))
+
+    return {
+        "leave out records whose label is missing (None, NaN, blank): they belong to no label's share.":
+            lambda *a: gaps(*a, keep_missing_labels=True),
+        "the overall share p_k counts every labelled record, n_k / n — not the average of the groups' shares.":
+            lambda *a: gaps(*a, mean_of_groups=True),
+        "a label that never occurs in a group has share 0 there — compare it too.":
+            lambda *a: gaps(*a, only_present=True),
+        "report gaps of AT LEAST the threshold (≥), not only larger ones.":
+            lambda *a: gaps(*a, strict=True),
+        "records with a missing group value form the group '(missing)'; do not drop them.":
+            lambda *a: gaps(*a, drop_missing_groups=True),
+    }
+
+
+label_gaps = Exercise("label_gaps", _gaps_reference, _gaps_cases(), _gaps_mistakes())
+label_gaps.__doc__ = ("Check ``label_gaps(records, group_field, label_field, threshold)``: groups whose label shares differ "
+                      "from the whole dataset's by at least the threshold.")
