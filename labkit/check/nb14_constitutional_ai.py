@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise, run
+from ._machinery import Case, Exercise, course_model
 
 __all__ = ["build_prompt", "group_consensus", "critique_revision"]
 
@@ -157,31 +157,6 @@ def _loop_reference(lm, prompts, principles, n_rounds=1, max_new_tokens=32, crit
     return {"initial": out["initial"], "rounds": [{"critique": r["critique"], "revision": r["revision"]} for r in out["rounds"]]}
 
 
-class _Shared:
-    """The course model, handed to every case as it is: copying 135M parameters per case would cost seconds and
-    memory, and generation does not change the model. Loaded on first use and released when the check ends
-    (:class:`_ModelCheck`), so a notebook never holds a second copy of the model."""
-
-    def __init__(self, make):
-        self._make, self._lm = make, None
-
-    def release(self):
-        self._lm = None
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._lm is None:
-            self._lm = self._make()
-        return getattr(self._lm, name)
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __repr__(self):
-        return "<the course model>"
-
-
 class _ScriptedLM:
     """A stand-in language model whose greedy reply is a fingerprint of the prompt and the token budget: any
     change in the prompts or budgets of the loop changes the replies. A critique request ending in "Say
@@ -207,32 +182,9 @@ class _ScriptedLM:
         return "<a scripted stand-in model>"
 
 
-_COURSE_MODEL: list = []
-
-
-def _course_model() -> "_Shared":
-    from labkit import load_lm
-
-    if not _COURSE_MODEL:
-        _COURSE_MODEL.append(_Shared(load_lm))
-    return _COURSE_MODEL[0]
-
-
-class _ModelCheck(Exercise):
-    """An exercise whose cases use the course model: the model is released when the check has run."""
-
-    def __call__(self, student):
-        try:
-            return run(self, student)
-        finally:
-            for shared in _COURSE_MODEL:
-                shared.release()
-            import gc
-
-            gc.collect()
-
-
-def _loop_cases() -> list[Case]:
+def _loop_cases(lm=None) -> list[Case]:
+    """Stand-in cases (each mistake gets its own hint), then one on SmolLM2: the notebook's model when the check
+    cell passes it (``check.critique_revision(critique_revision, lm)``), otherwise the course model."""
     from labkit.constitutional import load_constitution, load_prompts
 
     by_id = {p["id"]: p for p in load_constitution()["principles"]}
@@ -248,7 +200,7 @@ def _loop_cases() -> list[Case]:
              {"n_rounds": 1, "max_new_tokens": 16, "critique_tokens": 8, "initial": ["  Sure, here you go.", "No."]}),
         Case("an empty critique becomes '(no critique)'", (fake, two[:1], [quiet]), {"n_rounds": 1}),
         Case("SmolLM2 on the notebook's first prompt, one round, 8 and 6 tokens (greedy)",
-             (_course_model(), [items[0]["prompt"]], [by_id[items[0]["principle"]]]),
+             (course_model() if lm is None else lm, [items[0]["prompt"]], [by_id[items[0]["principle"]]]),
              {"n_rounds": 1, "max_new_tokens": 8, "critique_tokens": 6}),
     ]
 
@@ -287,6 +239,6 @@ def _loop_mistakes() -> dict[str, Callable]:
     }
 
 
-critique_revision = _ModelCheck("critique_revision", _loop_reference, _loop_cases, _loop_mistakes())
+critique_revision = Exercise("critique_revision", _loop_reference, _loop_cases, _loop_mistakes())
 critique_revision.__doc__ = ("Check ``critique_revision(lm, prompts, principles, n_rounds, max_new_tokens, critique_tokens, "
                              "initial=None)``: the critique → revision loop around the generation call.")
