@@ -49,6 +49,7 @@ __all__ = [
     "probe_scores",
     "probe_accuracy",
     "control_labels",
+    "probe_selectivity",
     "agreement_dataset",
     "neuron_activations",
     "token_list_explanations",
@@ -483,6 +484,38 @@ def control_labels(word_types: Sequence[str], seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     table = dict(zip(types, rng.integers(0, 2, len(types))))
     return torch.tensor([int(table[w]) for w in word_types])
+
+
+def probe_selectivity(X: torch.Tensor, y: torch.Tensor, word_types: Sequence[str], train_idx, test_idx,
+                      l2: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Task accuracy, control-task accuracy and selectivity of a ridge probe, ``[3, ...]`` (Hewitt & Liang 2019).
+
+    The control task gives every word type a random but fixed label (:func:`control_labels` with ``seed``); the
+    same probe (:func:`probe_scores`, penalty ``l2``) is trained on ``train_idx`` and scored on ``test_idx``
+    once with the task labels ``y`` and once with the control labels. Selectivity = acc_task − acc_control: how
+    much of the probe's accuracy is not explained by memorising word identities. ``X [..., n, d]`` (leading
+    axes, e.g. layers, are a batch), ``y [n]`` in {0, 1}, ``word_types``: n strings. Returns
+    ``torch.stack([acc_task, acc_control, selectivity])`` (float64).
+    """
+    X = _tensor(X, "X", 2)
+    y = _labels(y, "y")
+    if isinstance(word_types, str) or not isinstance(word_types, Sequence) or len(word_types) != X.shape[-2]:
+        raise ValueError(f"word_types must be a list of one word per example ({X.shape[-2]}), "
+                         f"got {len(word_types) if isinstance(word_types, Sequence) else type(word_types).__name__}")
+    if len(y) != X.shape[-2]:
+        raise ValueError(f"X has {X.shape[-2]} examples but there are {len(y)} labels")
+    idx = []
+    for name, ix in (("train_idx", train_idx), ("test_idx", test_idx)):
+        ix = torch.as_tensor(ix)
+        if ix.dim() != 1 or len(ix) == 0 or ix.is_floating_point() or ix.dtype == torch.bool:
+            raise ValueError(f"{name} must be a non-empty 1-D tensor of example indices")
+        if (ix < 0).any() or (ix >= X.shape[-2]).any():
+            raise ValueError(f"{name} holds indices outside 0..{X.shape[-2] - 1}")
+        idx.append(ix.long())
+    tr, te = idx
+    y_control = control_labels(list(word_types), seed)
+    accs = [probe_accuracy(X[..., tr, :], labels[tr], X[..., te, :], labels[te], l2) for labels in (y, y_control)]
+    return torch.stack([accs[0], accs[1], accs[0] - accs[1]])
 
 
 _NOUNS = [

@@ -34,6 +34,7 @@ __all__ = [
     "SparseAutoencoder",
     "sae_loss",
     "train_sae",
+    "training_loop",
     "feature_recovery",
     "sae_metrics",
     "collect_activations",
@@ -364,6 +365,43 @@ def train_sae(
         history["l0"].append(l0 / n)
         history["dead"].append(1 - float(fired.float().mean()))
     return sae.eval(), history
+
+
+def training_loop(sae: SparseAutoencoder, X: torch.Tensor, lam: float, epochs: int = 1, batch_size: int = 256,
+                  lr: float = 3e-3, seed: int = 0) -> torch.Tensor:
+    """The plain training loop of :func:`train_sae`, on an SAE you built: returns the loss of every step ``[steps]``.
+
+    For each epoch a new permutation ``torch.randperm(n, generator=g)`` (one generator ``g`` seeded with
+    ``seed``, drawn once per epoch) orders the rows of X (in the SAE's units), which are taken in batches of
+    ``batch_size`` (the last one may be smaller). Each step: encode ``f = ReLU(W_e (x − b_d) + b_e)``, decode
+    ``x̂ = W_d f + b_d``, the loss ``L = mean_batch(‖x − x̂‖² + λ Σ_i f_i ‖W_d,i‖)`` (:func:`sae_loss`), one
+    Adam step (``lr``; a fresh optimiser), then every decoder column renormalised to unit length (Bricken et al.
+    2023). ``sae`` is trained in place. On an SAE built as :func:`train_sae` builds it (same ``seed``, ``b_d``
+    set to the median of X) this is ``train_sae`` without rescaling or resampling.
+    """
+    _check_sae(sae)
+    X = _matrix(X, "X")
+    if X.shape[1] != sae.d:
+        raise ValueError(f"X has width {X.shape[1]}, the SAE expects {sae.d}")
+    lam = _real(lam, "the sparsity coefficient lam", 0.0)
+    epochs, batch_size = _int(epochs, "epochs", 1), _int(batch_size, "batch_size", 1)
+    lr = _real(lr, "lr", 0.0, open_low=True)
+    g = torch.Generator().manual_seed(_int(seed, "seed", 0))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    X = X.to(sae.W_d.device, sae.W_d.dtype)
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(X), generator=g).to(X.device)
+        for start in range(0, len(X), batch_size):
+            xb = X[perm[start : start + batch_size]]
+            x_hat, f = sae(xb)
+            loss = sae_loss(xb, x_hat, f, sae.W_d, lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sae.normalize_decoder()
+            losses.append(float(loss.detach()))
+    return torch.tensor(losses)
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ __all__ = [
     "steered",
     "behaviour_score",
     "dose_response",
+    "steered_scores",
     "load_contrast_pairs",
 ]
 
@@ -317,6 +318,21 @@ def dose_response(lm, prompts, v, coefficients: Sequence[float], layers, positiv
         raise ValueError("coefficients must be a non-empty list of numbers")
     coefficients = [_coefficient(c, "every coefficient") for c in coefficients]
     return torch.stack([_scored(lm, prompts, v, c, layers, positive, negative) for c in coefficients])
+
+
+def steered_scores(lm, prompts: Sequence[str], v: torch.Tensor, c: float, layer: int, positive: Sequence[str],
+                   negative: Sequence[str], positions=None) -> torch.Tensor:
+    """The behaviour score of each prompt while c·v is added to the residual stream after block ``layer``: ``[n]``.
+
+    A forward hook on ``resid_post.layer`` replaces h by h + c·v (Turner et al. 2023) at every position, or only
+    at ``positions`` (e.g. ``[-1]``, the last token; prompts are left-padded so -1 is every prompt's last
+    token); the next-token distribution then gives
+    ``score(x) = log Σ_{w∈positive} p(w | x) − log Σ_{w∈negative} p(w | x)`` (:func:`behaviour_score`).
+    The hook is removed afterwards, also on error.
+    """
+    layer = _check_layers(lm, [layer])[0]
+    with steered(lm, v, c, [layer], positions):
+        return behaviour_score(lm, prompts, positive, negative)
 
 
 def _scored(lm, prompts, v, c, layers, positive, negative):

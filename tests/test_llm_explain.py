@@ -126,6 +126,35 @@ def test_probe_matches_sklearn_and_control_labels():
     assert labels[0] == labels[2] and labels[1] == labels[4]
 
 
+def test_probe_selectivity_against_sklearn_and_hand_drawn_control_labels():
+    import numpy as np
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    g = torch.Generator().manual_seed(3)
+    words = [w for w in "ant bee cow dog eel fox gnu hen".split() for _ in range(6)]
+    y = torch.tensor([i % 2 for i in range(48)])
+    X = torch.randn(2, 48, 5, generator=g, dtype=torch.float64)
+    X[0, :, 0] += 2.0 * (2 * y - 1)  # layer 0 reads the task label, layer 1 is noise
+    tr, te = torch.arange(32), torch.arange(32, 48)
+    out = L.probe_selectivity(X, y, words, tr, te, l2=2.0, seed=4)
+    types = sorted(set(words))  # the control task by hand: one fixed random label per word type
+    table = dict(zip(types, np.random.default_rng(4).integers(0, 2, len(types))))
+    y_control = np.array([table[w] for w in words])
+    expected = []
+    for labels in (y.numpy(), y_control):
+        accs = []
+        for layer in range(2):
+            sc = StandardScaler().fit(X[layer, tr].numpy())
+            sk = RidgeClassifier(alpha=2.0 * 32 / 31).fit(sc.transform(X[layer, tr].numpy()), labels[tr.numpy()])
+            accs.append((sk.predict(sc.transform(X[layer, te].numpy())) == labels[te.numpy()]).mean())
+        expected.append(accs)
+    expected = torch.tensor(expected)
+    torch.testing.assert_close(out[:2], expected)
+    torch.testing.assert_close(out[2], expected[0] - expected[1])
+    assert out[0, 0] > 0.9 and out[2, 0] > out[2, 1]
+
+
 def test_agreement_dataset():
     data = L.agreement_dataset()
     assert len(data["prompts"]) == len(data["labels"]) == len(data["subjects"]) == 320

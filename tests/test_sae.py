@@ -113,3 +113,21 @@ def test_train_sae_refuses_settings_that_train_nonsense():
         sae.train_sae(torch.full((8, 4), float("nan")), expansion=1)
     with pytest.raises(TypeError, match="normalize must be True or False"):
         sae.train_sae(X, expansion=1, normalize="yes")
+
+
+def test_training_loop_is_train_sae_without_rescaling_or_resampling():
+    S = sae
+    X, _, _ = S.planted_features(n_samples=300, d=8, n_features=12, p_active=0.1, seed=2)
+    ref, hist = S.train_sae(X, expansion=2, lam=0.2, epochs=3, batch_size=64, lr=1e-2, seed=4)
+    model = S.SparseAutoencoder(8, expansion=2, seed=4)
+    with torch.no_grad():
+        model.b_d.copy_(X.median(dim=0).values)
+    losses = S.training_loop(model, X, 0.2, epochs=3, batch_size=64, lr=1e-2, seed=4)
+    assert losses.shape == (3 * 5,)  # 300 rows in batches of 64: 5 steps per epoch, the last of 44 rows
+    torch.testing.assert_close(model.W_d.detach(), ref.W_d.detach())
+    sizes = torch.tensor([64.0, 64, 64, 64, 44])
+    per_epoch = (losses.view(3, 5) * sizes).sum(1) / 300  # train_sae records the per-sample mean of each epoch
+    torch.testing.assert_close(per_epoch, torch.tensor(hist["loss"]), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(model.W_d.norm(dim=0), torch.ones(16), atol=1e-5)
+    with pytest.raises(ValueError, match="width"):
+        S.training_loop(model, torch.randn(10, 5), 0.1)

@@ -167,3 +167,38 @@ def test_contrast_pairs_data():
     pos, neg = steering.load_contrast_pairs()
     assert len(pos) == len(neg) == 64 and len(set(pos)) == 64
     steering.check_pairs(pos, neg)
+
+
+def test_steered_scores_against_a_raw_forward_hook(lm):
+    """Ground truth: a plain PyTorch forward hook on decoder block `layer` (no labkit hooks), the score by hand."""
+    prompts = ["The weather this weekend was", "Our trip to the mountains was nice and the hotel was"]
+    good, bad = [" great", " good"], [" terrible", " bad"]
+    v = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(1)) * 5
+    layer = 8
+
+    def by_hand(c, last_only):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            h = h.clone()
+            if last_only:
+                h[:, -1] += c * v
+            else:
+                h += c * v
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        handle = lm.model.model.layers[layer].register_forward_hook(hook)
+        try:
+            enc = lm.batch(prompts)
+            with torch.no_grad():
+                logits = lm.model(**enc).logits[:, -1]
+        finally:
+            handle.remove()
+        p = torch.softmax(logits.double(), -1)
+        ids = lambda ws: [lm.token_id(w) for w in ws]  # noqa: E731
+        return (p[:, ids(good)].sum(-1).log() - p[:, ids(bad)].sum(-1).log()).float()
+
+    for c, positions in [(3.0, None), (-4.0, [-1]), (0.0, None)]:
+        ours = steering.steered_scores(lm, prompts, v, c, layer, good, bad, positions=positions)
+        torch.testing.assert_close(ours, by_hand(c, positions is not None), atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        steering.steered_scores(lm, prompts, v, 1.0, lm.n_layers, good, bad)

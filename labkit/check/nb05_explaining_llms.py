@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise
+from ._machinery import Case, Exercise, course_model
 
-__all__ = ["leave_one_out", "probe_scores", "ece"]
+
+__all__ = ["leave_one_out", "probe_scores", "probe_selectivity", "ece"]
 
 
 # -- leave-one-token-out attribution --------------------------------------------------------------
@@ -152,6 +154,87 @@ def _probe_mistakes() -> dict[str, Callable]:
 
 probe_scores = Exercise("probe_scores", _probe_reference, _probe_cases(), _probe_mistakes())
 probe_scores.__doc__ = "Check ``probe_scores(X_train, y_train, X_test, l2)``: a closed-form ridge probe's test scores."
+
+
+# -- a probe with a control task: selectivity ------------------------------------------------------
+
+
+def _selectivity_reference(X, y, word_types, train_idx, test_idx, l2=1.0, seed=0):
+    from labkit.llm_explain import probe_selectivity
+
+    return probe_selectivity(X, y, word_types, train_idx, test_idx, l2, seed)
+
+
+def _selectivity_cases(lm=None) -> list[Case]:
+    lm = course_model() if lm is None else lm  # the notebook's model when the check cell passes it
+    from labkit.llm_explain import agreement_dataset
+
+    # the notebook's real activations: last-token states of 96 agreement prompts at layers 2, 10 and 20
+    data = agreement_dataset(seed=0)
+    pick = torch.randperm(len(data["prompts"]), generator=torch.Generator().manual_seed(1))[:96]
+    X = lm.last_token_states([data["prompts"][i] for i in pick])[[2, 10, 20]].double()
+    y, words = data["labels"][pick], [data["subjects"][i] for i in pick]
+    # a toy set: 8 word types, each repeated, the label readable along feature 0
+    g = torch.Generator().manual_seed(5)
+    toy_words = [w for w in ["ant", "bee", "cow", "dog", "eel", "fox", "gnu", "hen"] for _ in range(5)]
+    y_toy = torch.tensor([i % 2 for i in range(40)])
+    X_toy = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    X_toy[:, 0] += 1.5 * (2 * y_toy - 1)
+    order = torch.randperm(40, generator=g)
+    return [
+        Case("SmolLM2's last-token states of 96 agreement prompts, layers 2, 10, 20 (the notebook's task)",
+             (X, y, words, torch.arange(64), torch.arange(64, 96)), {"l2": 10.0, "seed": 0}),
+        Case("the same, another control seed", (X[1:2], y, words, torch.arange(32, 96), torch.arange(32)),
+             {"l2": 10.0, "seed": 3}),
+        Case("a toy set without a layer axis: 40 examples of 8 words, types not in sorted order",
+             (X_toy, y_toy, [toy_words[i] for i in order], torch.arange(28), torch.arange(28, 40)),
+             {"l2": 1.0, "seed": 1}),
+    ]
+
+
+def _selectivity_core(X, y, word_types, train_idx, test_idx, l2=1.0, seed=0, per_example=False, first_seen=False,
+                      on_train=False, reversed_=False, task_labels=False, only=False):
+    import numpy as np
+    from labkit.llm_explain import probe_scores as ps
+
+    types = list(dict.fromkeys(word_types)) if first_seen else sorted(set(word_types))
+    rng = np.random.default_rng(seed)
+    if per_example:
+        y_control = torch.as_tensor(rng.integers(0, 2, len(word_types)))
+    else:
+        table = dict(zip(types, rng.integers(0, 2, len(types))))
+        y_control = torch.tensor([int(table[w]) for w in word_types])
+    te = train_idx if on_train else test_idx
+    accs = []
+    for k, labels in enumerate((y, y_control)):
+        scores = ps(X[..., train_idx, :], labels[train_idx], X[..., te, :], l2)
+        truth = y[te] if task_labels else labels[te]
+        accs.append(((scores > 0) == truth.bool()).double().mean(-1))
+    sel = accs[1] - accs[0] if reversed_ else accs[0] - accs[1]
+    return sel if only else torch.stack([accs[0], accs[1], sel])
+
+
+def _selectivity_mistakes() -> dict[str, Callable]:
+    def m(**flags):
+        return lambda X, y, w, tr, te, l2=1.0, seed=0: _selectivity_core(X, y, w, tr, te, l2, seed, **flags)
+
+    return {
+        "the control task gives each word *type* one random label (all examples of 'keys' share it); drawing a "
+        "label per example makes it a random-label task that no probe can learn.": m(per_example=True),
+        "draw the control labels for the word types in sorted order (types = sorted(set(word_types))), one "
+        "rng.integers(0, 2, len(types)) call: the order of first appearance gives other labels.": m(first_seen=True),
+        "score both probes on the held-out examples (test_idx): accuracy on the training examples rewards "
+        "memorisation, which is what the control task measures.": m(on_train=True),
+        "selectivity is task accuracy minus control accuracy, not the other way round.": m(reversed_=True),
+        "score the control probe against the control labels of the test examples, not the task labels.":
+            m(task_labels=True),
+        "return the three rows torch.stack([acc_task, acc_control, selectivity]), not the selectivity alone.": m(only=True),
+    }
+
+
+probe_selectivity = Exercise("probe_selectivity", _selectivity_reference, _selectivity_cases, _selectivity_mistakes())
+probe_selectivity.__doc__ = ("Check ``probe_selectivity(X, y, word_types, train_idx, test_idx, l2, seed)``: "
+                             "[acc_task, acc_control, acc_task − acc_control], one case on SmolLM2's activations.")
 
 
 # -- expected calibration error ---------------------------------------------------------------------

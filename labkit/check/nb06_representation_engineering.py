@@ -6,9 +6,9 @@ from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise
+from ._machinery import Case, Exercise, course_model
 
-__all__ = ["reading_vector", "add_steering"]
+__all__ = ["reading_vector", "add_steering", "steered_scores"]
 
 
 # -- the PCA reading vector -----------------------------------------------------------------------
@@ -155,3 +155,78 @@ def _add_steering_mistakes() -> dict[str, Callable]:
 
 add_steering = Exercise("add_steering", _add_steering_reference, _add_steering_cases(), _add_steering_mistakes())
 add_steering.__doc__ = "Check an ``add_steering(act, v, c, positions=None)`` function: h + c·v at the positions."
+
+
+# -- steering as a forward hook, scored ---------------------------------------------------------------
+
+
+def _steered_reference(lm, prompts, v, c, layer, positive, negative, positions=None):
+    from labkit.steering import steered_scores
+
+    return steered_scores(lm, prompts, v, c, layer, positive, negative, positions)
+
+
+GOOD = [" great", " good", " wonderful", " amazing", " excellent"]
+BAD = [" terrible", " bad", " awful", " horrible", " boring"]
+
+
+def _steered_cases(lm=None) -> list[Case]:
+    lm = course_model() if lm is None else lm  # the notebook's model when the check cell passes it
+    from labkit.steering import diff_of_means, load_contrast_pairs
+
+    positive, negative = load_contrast_pairs()
+    states = lm.last_token_states(positive[:16] + negative[:16])  # [layers, 32, d_model]
+    V = diff_of_means(states[:, :16], states[:, 16:], normalize=False)  # the notebook's un-normalised vectors
+    prompts = ["I just got back from the new restaurant. Honestly, the food was", "The weather this weekend was",
+               "The service at the hotel was"]
+    return [
+        Case("the notebook's sentiment vector of layer 10, c = 4 at every position, 3 prompts",
+             (lm, prompts, V[10], 4.0, 10, GOOD, BAD)),
+        Case("layer 12, c = −6 at the last position only (positions=[-1])",
+             (lm, prompts, V[12], -6.0, 12, GOOD, BAD), {"positions": [-1]}),
+        Case("layer 6, c = 8 on one prompt", (lm, prompts[1:2], V[6], 8.0, 6, GOOD, BAD)),
+        Case("c = 0 must give the unsteered score", (lm, prompts, V[10], 0.0, 10, GOOD, BAD)),
+    ]
+
+
+def _steered_mistakes() -> dict[str, Callable]:
+    from labkit.steering import behaviour_score, steered
+
+    def score(lm, prompts, positive, negative, mean=False):
+        if not mean:
+            return behaviour_score(lm, prompts, positive, negative)
+        logp = torch.log_softmax(lm.next_token_logits(prompts), -1)
+        pos, neg = [lm.token_id(w) for w in positive], [lm.token_id(w) for w in negative]
+        return logp[:, pos].mean(-1) - logp[:, neg].mean(-1)
+
+    def run(lm, prompts, v, c, layer, positive, negative, positions=None, shift=0, sign=1.0, all_positions=False,
+            mean=False, unit=False):
+        v = v / v.norm() if unit else v
+        with steered(lm, v, sign * c, [layer + shift], None if all_positions else positions):
+            return score(lm, prompts, positive, negative, mean)
+
+    def m(**flags):
+        return lambda lm, prompts, v, c, layer, positive, negative, positions=None: run(
+            lm, prompts, v, c, layer, positive, negative, positions, **flags)
+
+    def outside(lm, prompts, v, c, layer, positive, negative, positions=None):
+        return behaviour_score(lm, prompts, positive, negative)
+
+    return {
+        "run the model *inside* the `with hooks.patch(...)` block: outside it the hook is already removed and the "
+        "score is the unsteered one.": outside,
+        "steer the output of block `layer`, the site f\"resid_post.{layer}\" (you edited the block before it).":
+            m(shift=-1),
+        "activation addition adds +c·v: positive c must move the score towards the positive words.": m(sign=-1.0),
+        "add c·v only at the given positions (act[:, positions]) when positions is not None.": m(all_positions=True),
+        "use the vector as given: c counts un-normalised sentiment differences, do not rescale v to unit length.":
+            m(unit=True),
+        "the score is log Σ_w p(w | x) over each word list (torch.logsumexp of the log-probabilities), not the "
+        "mean of the log-probabilities.": m(mean=True),
+    }
+
+
+steered_scores = Exercise("steered_scores", _steered_reference, _steered_cases, _steered_mistakes(),
+                               rtol=1e-4, atol=1e-4)
+steered_scores.__doc__ = ("Check ``steered_scores(lm, prompts, v, c, layer, positive, negative, positions=None)``: the "
+                          "behaviour score with c·v added at resid_post.layer, on the course model and the notebook's prompts.")

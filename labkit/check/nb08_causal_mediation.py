@@ -6,9 +6,9 @@ from typing import Callable
 
 import torch
 
-from ._machinery import Case, Exercise
+from ._machinery import Case, Exercise, course_model
 
-__all__ = ["total_effect", "natural_indirect_effect", "set_neurons"]
+__all__ = ["total_effect", "natural_indirect_effect", "set_neurons", "neuron_nie"]
 
 
 # -- TE from probabilities ---------------------------------------------------------------------------
@@ -129,3 +129,90 @@ def _set_neurons_mistakes() -> dict[str, Callable]:
 
 
 set_neurons = Exercise("set_neurons", _set_neurons_reference, _set_neurons_cases(), _set_neurons_mistakes())
+
+
+# -- the exact NIE of neurons, with hooks.patch ---------------------------------------------------------
+
+
+def _neuron_nie_reference(lm, null_ids, set_ids, anti, stereo, neurons, position):
+    from labkit.mediation import neuron_nie
+
+    return neuron_nie(lm, null_ids, set_ids, anti, stereo, neurons, position)
+
+
+def _neuron_nie_cases(lm=None) -> list[Case]:
+    lm = course_model() if lm is None else lm  # the notebook's model when the check cell passes it
+    from labkit.datasets import load_professions
+    from labkit.mediation import mediation_inputs
+
+    by_word = {p["word"]: p for p in load_professions()}
+    four = [by_word[w] for w in ("nurse", "librarian", "president", "warrior")]
+    null_ids, set_ids, anti, stereo = mediation_inputs(lm, four, ["The {} said that"])
+    two = [0, 2]
+    return [
+        Case("the notebook's four prompts, four neurons of three layers at the profession's position",
+             (lm, null_ids, set_ids, anti, stereo, [(21, 780), (24, 115), (7, 310), (24, 343)], 1)),
+        Case("the last position (position = −1)", (lm, null_ids, set_ids, anti, stereo, [(24, 115), (20, 5)], -1)),
+        Case("two prompts, one neuron", (lm, null_ids[two], set_ids[two], anti[two], stereo[two], [(21, 780)], 1)),
+    ]
+
+
+def _nie_core(lm, null_ids, set_ids, anti, stereo, neurons, position, source="set", base="null", where="position",
+              read=-1, average="ratios", minus_one=True):
+    from labkit.lm import hooks
+
+    K, rows = len(null_ids), torch.arange(len(null_ids))
+    inputs = {"null": null_ids, "set": set_ids}
+    sites = sorted({f"mlp_post.{L}" for L, _ in neurons})
+
+    def y_of(logits):
+        return (logits[rows, anti] - logits[rows, stereo]).double().exp()
+
+    with torch.no_grad(), hooks.capture(lm, sites) as cache:
+        lm.model(input_ids=inputs[source])
+    with torch.no_grad():
+        y_null = y_of(lm.model(input_ids=null_ids).logits[:, -1])
+    ys = []
+    for L, i in neurons:
+        acts = cache[f"mlp_post.{L}"]
+
+        def edit(a, acts=acts, i=i):
+            new = a.clone()
+            if where == "position":
+                new[rows, position, i] = acts[rows, position, i].to(a.dtype)
+            else:
+                new[:, :, i] = acts[:, :, i].to(a.dtype)
+            return new
+
+        with torch.no_grad(), hooks.patch(lm, {f"mlp_post.{L}": edit}):
+            ys.append(y_of(lm.model(input_ids=inputs[base]).logits[:, read]))
+    y = torch.stack(ys)
+    if average == "means":
+        out = y.mean(-1) / y_null.mean(-1)
+    else:
+        out = (y / y_null).mean(-1)
+    return out - 1 if minus_one else out
+
+
+def _neuron_nie_mistakes() -> dict[str, Callable]:
+    def m(**flags):
+        return lambda lm, n, s, a, st, neurons, position: _nie_core(lm, n, s, a, st, neurons, position, **flags)
+
+    return {
+        "the neuron's new value comes from the *set-gender* run (capture mlp_post.L on set_ids); the null run's own "
+        "value changes nothing.": m(source="null"),
+        "that is the natural *direct* effect (set-gender input, neuron held at its null value): the NIE runs the "
+        "*null* input with the neuron set to its set-gender value.": m(source="null", base="set"),
+        "set the neuron only at `position` (act[:, position, i]), not at every position.": m(where="all"),
+        "read the pronoun probabilities at the last position (logits[:, -1]), where the next token is predicted.":
+            m(read=1),
+        "average the per-prompt ratios y_int / y_null − 1 over the prompts; a ratio of averages weights prompts "
+        "unequally.": m(average="means"),
+        "subtract 1: NIE = E[y_int / y_null] − 1, so a neuron that changes nothing has NIE 0.": m(minus_one=False),
+    }
+
+
+neuron_nie = Exercise("neuron_nie", _neuron_nie_reference, _neuron_nie_cases, _neuron_nie_mistakes(),
+                           rtol=1e-3, atol=1e-4)
+neuron_nie.__doc__ = ("Check ``neuron_nie(lm, null_ids, set_ids, anti, stereo, neurons, position)``: the exact NIE of "
+                      "each (layer, index) neuron, on the course model and the notebook's prompts.")
