@@ -199,4 +199,4 @@ def test_lab_command_refuses_a_missing_notebook(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     assert main(["lab"]) == 2
-    assert "no notebook at notebooks/00_start_here.ipynb" in capsys.readouterr().err
+    assert "no notebook at notebooks/exercises/00_start_here.ipynb" in capsys.readouterr().err  # the student version
