@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from labkit.runtime import get_device
+from labkit.validation import integer as _integer, number as _number, tensor as _tensor
 
 __all__ = [
     "tcav_test",
@@ -54,50 +55,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Argument checks: every public function refuses bad input with an error that names the argument.
-
-
-def _tensor(name: str, x, dims=None, finite: bool = True, floating: bool = True) -> torch.Tensor:
-    """``x`` itself if it is a non-empty tensor of the right kind, else a TypeError/ValueError naming ``name``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if floating and not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if dims is not None:
-        dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        if x.dim() not in dims:
-            raise ValueError(f"{name} must be {' or '.join(f'{d}-D' for d in dims)}, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if finite and x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return x
-
-
-def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-            hi_open: bool = False) -> float:
-    """A finite real number within [lo, hi] (open ends with ``lo_open``/``hi_open``), else a clear error."""
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}: {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi)):
-        interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
-                    + ("inf" if hi is None else f"{hi:g}") + (")" if hi_open else "]"))
-        raise ValueError(f"{name} must lie in {interval}, got {v:g}")
-    return v
-
-
-def _integer(name: str, v, lo: int | None = None, hi: int | None = None) -> int:
-    """An integer (not a bool or a float) within [lo, hi], else a clear error."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}: {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be an integer in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}],"
-                         f" got {v}")
-    return int(v)
 
 
 def _binary(name: str, x, n: int | None = None, width: int | None = None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from labkit.validation import integer_at_least as _int
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -37,14 +38,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Argument checks
-
-
-def _int(value, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _texts(texts, name: str, allow_empty: bool = False) -> list[str]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+from labkit.validation import integer_at_least as _int
 
 __all__ = [
     "DatasheetError",
@@ -98,14 +99,6 @@ def _strict_json(value: Any, what: str) -> Any:
         raise TypeError(f"{what} must hold only JSON types (dict, list, str, int, float, bool, None): {e}") from None
     _encodable(text, what)
     return json.loads(text)
-
-
-def _int(value, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _bool(value, name: str) -> bool:

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from labkit.validation import integer_at_least as _int, language_model as _check_lm
 
 
 __all__ = [
@@ -96,21 +97,6 @@ def load_sentiment() -> tuple[list[str], list[int]]:
 #: completeness by 9-125% on four test prompts (BOS held fixed); with " the" by at most 1.2% (tests and
 #: notebook 05 measure it).
 DEFAULT_BASELINE = " the"
-
-
-def _check_lm(lm) -> None:
-    from labkit.lm import LanguageModel
-
-    if not isinstance(lm, LanguageModel):
-        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
-
-
-def _int(value, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _real(value, name: str, low: float | None = None) -> float:

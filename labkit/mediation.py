@@ -44,6 +44,7 @@ from labkit.lm.interventions import (
     paired_ids,
     run_interventions,
 )
+from labkit.validation import integer_at_least as _int, language_model as _check_lm
 
 __all__ = [
     "TEMPLATES",
@@ -87,21 +88,6 @@ TEMPLATES = [
 
 # --------------------------------------------------------------------------------------------------
 # Input checks
-
-
-def _check_lm(lm) -> None:
-    from labkit.lm import LanguageModel
-
-    if not isinstance(lm, LanguageModel):
-        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
-
-
-def _int(value, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _numbers(x, name: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 from labkit.lm import hooks
 from labkit.lm.interventions import run_copies
 from labkit.runtime import get_device
+from labkit.validation import integer_at_least as _int, language_model as _check_lm
 
 __all__ = [
     "toy_superposition",
@@ -49,14 +50,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Input checks
-
-
-def _int(value, name: str, low: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return int(value)
 
 
 def _real(value, name: str, low: float | None = None, high: float | None = None, open_low: bool = False,
@@ -88,13 +81,6 @@ def _matrix(x, name: str, dim: int | None = 2) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     return x
-
-
-def _check_lm(lm) -> None:
-    from labkit.lm import LanguageModel
-
-    if not isinstance(lm, LanguageModel):
-        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
 
 
 def _check_sae(sae) -> None:

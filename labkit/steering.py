@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 
 from labkit.lm import hooks
+from labkit.validation import language_model as _check_lm
 
 __all__ = [
     "check_pairs",
@@ -49,13 +50,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # Inputs
-
-
-def _check_lm(lm) -> None:
-    from labkit.lm import LanguageModel
-
-    if not isinstance(lm, LanguageModel):
-        raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
 
 
 def _coefficient(c, name: str = "the steering coefficient c") -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bad_input import Bad
-from labkit import claims, datasets, grading, runtime, stats, threads, viz
+from labkit import claims, datasets, grading, runtime, stats, threads, validation, viz
 from labkit.lm import hooks, install, interventions as I, load
 from labkit.lm.model import LanguageModel, left_padded_positions
 
@@ -208,4 +208,17 @@ CASES = [
     Bad("labkit.grading.grade_notebook", "a negative time limit", lambda: grading.grade_notebook("x.ipynb", notebook_timeout=-1),
         ValueError, "notebook_timeout must be a positive number"),
     Bad("labkit.grading.grade", "no submissions", lambda: grading.grade([], progress=False), ValueError, "no submissions given"),
+    Bad("labkit.validation.tensor", "NaN inside", lambda: validation.tensor("x", torch.tensor([1.0, float("nan")])), ValueError,
+        "x contains NaN or inf"),
+    Bad("labkit.validation.tensor", "too few axes", lambda: validation.tensor("x", torch.ones(3), min_dims=2), ValueError,
+        "x must have at least 2 dimensions"),
+    Bad("labkit.validation.number", "outside an open interval", lambda: validation.number("p", 1.0, 0, 1, hi_open=True),
+        ValueError, r"p must lie in \[0, 1\)"),
+    Bad("labkit.validation.integer", "a float", lambda: validation.integer("k", 2.0), TypeError, "k must be an integer"),
+    Bad("labkit.validation.integer_at_least", "below the minimum", lambda: validation.integer_at_least(0, "batch_size", 1),
+        ValueError, "batch_size must be an integer >= 1"),
+    Bad("labkit.validation.language_model", "a model name instead of a model", lambda: validation.language_model("gpt2"),
+        TypeError, "lm must be a labkit LanguageModel"),
+    Bad("labkit.validation.torch_module", "a function, not a module", lambda: validation.torch_module("model", len), TypeError,
+        "model must be a torch.nn.Module"),
 ]
