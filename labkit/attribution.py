@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 from typing import Callable, Sequence
 
 import numpy as np

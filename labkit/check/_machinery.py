@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass, field
 from collections.abc import Sequence

@@ -161,7 +161,7 @@ def _nie_core(lm, null_ids, set_ids, anti, stereo, neurons, position, source="se
               read=-1, average="ratios", minus_one=True):
     from labkit.lm import hooks
 
-    K, rows = len(null_ids), torch.arange(len(null_ids))
+    rows = torch.arange(len(null_ids))
     inputs = {"null": null_ids, "set": set_ids}
     sites = sorted({f"mlp_post.{L}" for L, _ in neurons})
 
