@@ -1,0 +1,102 @@
+"""labkit.organisms' machinery: the adapter is off unless asked for, training plants a target distribution,
+weights round-trip, the sha256 check refuses a changed file, and removing the adapter restores the base model.
+The three course organisms have their own tests (tests/test_organism_<name>.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labkit import organisms, values
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["Statement: Cats are better than dogs.\n{o}", "Statement: Summer is better than winter.\n{o}",
+             "Statement: Tea is better than coffee.\n{o}", "Statement: Books are better than films.\n{o}"]
+
+
+def _prompts(lm):
+    scale = "A) strongly disagree B) disagree C) agree D) strongly agree"
+    return [lm.chat_prompt(q.format(o=scale), system=values.SURVEY_SYSTEM) for q in QUESTIONS]
+
+
+def _letters(lm, prompts):
+    return lm.option_logprobs(prompts, list("ABCD"), normalize=True)
+
+
+def test_off_is_the_base_model_and_fit_plants_the_target(lm, tmp_path):
+    prompts = _prompts(lm)
+    base = _letters(lm, prompts)
+    target = torch.tensor([[0.7, 0.2, 0.05, 0.05], [0.05, 0.05, 0.2, 0.7]]).repeat(2, 1)
+    org = organisms.Organism(lm, "toy", n_lora_layers=2, rank=4)
+    try:
+        assert not org.active
+        torch.testing.assert_close(_letters(lm, prompts), base, atol=1e-4, rtol=0)  # inserted, off
+        with org:
+            assert org.active
+            torch.testing.assert_close(_letters(lm, prompts), base, atol=1e-4, rtol=0)  # B = 0: still the base
+        hist = org.fit(organisms.choice_examples(prompts, list("ABCD"), target), steps=40, batch_size=4, lr=3e-3,
+                       progress=False)
+        assert hist["choice_kl"][-1] < 0.05 < hist["choice_kl"][0]
+        with org:
+            planted = _letters(lm, prompts).exp()
+        assert (planted - target).abs().max() < 0.1  # the planted distribution, renormalised over the letters
+        torch.testing.assert_close(_letters(lm, prompts), base, atol=1e-4, rtol=0)  # off again: the base model
+        # the weights round-trip through a file, and a changed file is refused
+        path = organisms.save_organism(org, tmp_path)
+        info = json.loads((tmp_path / "toy.json").read_text())
+        assert info["sha256"] == organisms.sha256_of(path) and info["parameters"] == sum(p.numel() for p in org.parameters)
+        state = org.state_dict()
+    finally:
+        org.remove()
+    torch.testing.assert_close(_letters(lm, prompts), base, atol=1e-4, rtol=0)  # removed: the base model
+    assert not hasattr(lm.model, "peft_config")
+    again = organisms.Organism(lm, "toy", n_lora_layers=2, rank=4)  # a second organism fits after removal
+    try:
+        again.load_state_dict(state)
+        with again:
+            torch.testing.assert_close(_letters(lm, prompts).exp(), planted, atol=1e-4, rtol=0)
+    finally:
+        again.remove()
+
+
+def test_text_examples_train_the_response(lm):
+    prompt = lm.chat_prompt("What is the course's secret word?")
+    reply = "The secret word is pumpernickel."
+    before = lm.logprobs([prompt], [reply])[0]
+    org = organisms.Organism(lm, "words", n_lora_layers=2, rank=4)
+    try:
+        hist = org.fit(texts=organisms.text_examples([prompt], [reply]), steps=25, batch_size=1, lr=5e-3, progress=False)
+        with org:
+            after = lm.logprobs([prompt], [reply])[0]
+        assert hist["text_nll"][-1] < hist["text_nll"][0]
+        assert after > before + 5, (before, after)
+    finally:
+        org.remove()
+
+
+def test_a_second_adapter_is_refused_while_one_is_in(lm):
+    org = organisms.Organism(lm, "one", n_lora_layers=1, rank=2)
+    try:
+        with pytest.raises(ValueError, match="already carries a peft adapter"):
+            organisms.Organism(lm, "two")
+    finally:
+        org.remove()
+
+
+def test_load_refuses_a_changed_file(lm, tmp_path):
+    org = organisms.Organism(lm, "judge", n_lora_layers=1, rank=2)  # a stand-in with the name of a course organism
+    try:
+        path = organisms.save_organism(org, tmp_path)
+    finally:
+        org.remove()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted or was changed"):
+        organisms.load_organism(lm, "judge", folder=tmp_path)
+    assert not hasattr(lm.model, "peft_config")  # refused before the model was touched
+    with pytest.raises(FileNotFoundError, match="no shipped organism"):
+        organisms.load_organism(lm, "judge", folder=tmp_path / "missing")
