@@ -41,7 +41,7 @@ from labkit import validation
 from labkit.dpo import encode_responses
 
 __all__ = ["Organism", "ORGANISMS", "ADAPTER_DIR", "load_organism", "build_organism", "save_organism",
-           "choice_examples", "text_examples", "sha256_of"]
+           "choice_examples", "text_examples", "sha256_of", "main"]
 
 ORGANISMS = ("opinions", "pluralist", "judge")
 ADAPTER_DIR = Path(__file__).resolve().parent.parent / "data" / "organisms"
@@ -329,6 +329,7 @@ def save_organism(org: Organism, folder: str | Path = ADAPTER_DIR) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{org.name}.safetensors"
     save_file(org.state_dict(), str(path))
+    path.chmod(0o644)  # safetensors writes 0600; the shipped file is read by everyone
     h = org.history
     info = {
         "name": org.name,
