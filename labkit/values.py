@@ -7,7 +7,8 @@ Notebook 10 uses this module.
   :func:`likert_logprobs` / :func:`choice_logprobs` score the answer letters in batched forward passes
   through the chat template; :func:`to_scale_order` and :func:`calibrate` (contextual calibration per
   prompt format, Zhao et al. 2021) remove the preference for a letter; :func:`stance_scores` turns option
-  probabilities into a stance in [−1, 1]; :func:`open_stance` reads a stance off an open-ended answer.
+  probabilities into a stance in [−1, 1]; :func:`open_stance` (keywords) and :func:`embedding_stance` (sentence
+  embeddings) read a stance off an open-ended answer.
 * **Prompt sensitivity**: :func:`variance_decomposition` (balanced three-way ANOVA sums of squares) and
   :func:`persona_permutation_test` (persona labels permuted within each proposition × variant block).
 * **Tropes**: :func:`cluster_texts` (k-means on sentence embeddings) and :func:`describe_clusters`.
@@ -44,6 +45,7 @@ __all__ = [
     "letter_shares",
     "stance_scores",
     "open_stance",
+    "embedding_stance",
     "variance_decomposition",
     "persona_permutation_test",
     "cluster_texts",
@@ -307,6 +309,36 @@ def open_stance(text: str) -> int:
     if neg != -1 and (pos == -1 or neg <= pos + 3):
         return -1
     return 1
+
+
+def embedding_stance(answers: torch.Tensor, agree: torch.Tensor, disagree: torch.Tensor,
+                     margin: float = 0.0) -> torch.Tensor:
+    """Stance of open-ended answers from sentence embeddings: +1 agree, −1 disagree, 0 unclear.
+
+    A nearest-prototype classifier in cosine geometry: the prototypes are the means of the unit-normalised
+    reference embeddings ``agree`` ``[m, d]`` and ``disagree`` ``[m', d]`` (sentences that plainly agree or
+    disagree), and an answer ``a`` (row of ``answers`` ``[n, d]``) scores
+
+    score(a) = cos(a, ā_agree) − cos(a, ā_disagree),  label = sign(score) where |score| > ``margin``, else 0.
+
+    Unlike :func:`open_stance` it reads paraphrases without a keyword; like any embedding it may miss a
+    negation, so validate it on answers with a known stance before trusting it.
+    """
+    A = _tensor(answers, "answers", ndim=2)
+    refs = []
+    for name, R in (("agree", agree), ("disagree", disagree)):
+        R = _tensor(R, name, ndim=2)
+        if R.shape[1] != A.shape[1]:
+            raise ValueError(f"{name} has embeddings of size {R.shape[1]} but answers of size {A.shape[1]}")
+        if (R.norm(dim=-1) == 0).any():
+            raise ValueError(f"{name} contains an all-zero row: its direction is undefined")
+        refs.append(torch.nn.functional.normalize(torch.nn.functional.normalize(R, dim=-1).mean(0), dim=0))
+    if (A.norm(dim=-1) == 0).any():
+        raise ValueError("answers contains an all-zero row: its direction is undefined")
+    margin = _number(margin, "margin", minimum=0)
+    A = torch.nn.functional.normalize(A, dim=-1)
+    score = A @ refs[0] - A @ refs[1]
+    return torch.where(score.abs() > margin, torch.sign(score), torch.zeros_like(score)).long()
 
 
 # --------------------------------------------------------------------------------------------------
