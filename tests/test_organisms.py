@@ -100,3 +100,19 @@ def test_load_refuses_a_changed_file(lm, tmp_path):
     assert not hasattr(lm.model, "peft_config")  # refused before the model was touched
     with pytest.raises(FileNotFoundError, match="no shipped organism"):
         organisms.load_organism(lm, "judge", folder=tmp_path / "missing")
+
+
+def test_the_base_models_gradient_flags_are_kept(lm):
+    """peft freezes the base weights; the organism puts their flags back (gradient methods such as attribution
+    patching need them), during its life and after it is removed, and trains only the adapter."""
+    before = [p.requires_grad for p in lm.model.parameters()]
+    org = organisms.Organism(lm, "flags", n_lora_layers=1, rank=2)
+    try:
+        assert [p.requires_grad for p in lm.model.parameters() if not any(p is q for q in org.parameters)] == before
+        prompt = lm.chat_prompt("Say yes.")
+        org.fit(organisms.choice_examples([prompt, prompt + " "], ["Yes", "No"], [[0.9, 0.1], [0.9, 0.1]]), steps=1,
+                batch_size=2, progress=False)
+        assert all(p.grad is None for p in lm.model.parameters() if not any(p is q for q in org.parameters))
+    finally:
+        org.remove()
+    assert [p.requires_grad for p in lm.model.parameters()] == before

@@ -127,6 +127,9 @@ class Organism:
                              "remove it first, or load a fresh model with labkit.load_lm()")
         self.lm, self.name = lm, name
         self.first = n_layers - self.n_lora_layers
+        # peft freezes every base parameter; remember their flags so the model the caller handed us keeps them
+        # (gradient methods — attribution, patching — need them) while the organism is in and after it is removed
+        self._base_flags = [(p, p.requires_grad) for p in lm.model.parameters()]
         torch.manual_seed(seed)
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=0.0, target_modules=self.target_modules,
                             layers_to_transform=list(range(self.first, n_layers)))
@@ -135,6 +138,7 @@ class Organism:
             self._peft = get_peft_model(lm.model, config)  # LoRA layers inserted into lm.model, in place
         self._names = [n for n, p in self._peft.named_parameters() if p.requires_grad]
         self.parameters = [p for p in self._peft.parameters() if p.requires_grad]
+        self._restore_base_flags()
         self._depth = 0
         self._off()
         self._peft.eval()
@@ -152,6 +156,20 @@ class Organism:
         if self._depth == 0:
             self._off()
 
+    def _restore_base_flags(self) -> None:
+        for p, flag in self._base_flags:
+            p.requires_grad_(flag)
+
+    @contextlib.contextmanager
+    def _base_frozen(self):
+        """Training: only the adapter's parameters need gradients."""
+        for p, _ in self._base_flags:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self._restore_base_flags()
+
     def _off(self) -> None:
         self._peft.base_model.disable_adapter_layers()
         for p in self.parameters:
@@ -165,6 +183,7 @@ class Organism:
     def remove(self) -> None:
         """Take the LoRA layers out of ``lm.model``: the model is the base model again, for good."""
         self._peft.unload()
+        self._restore_base_flags()
         for attr in ("peft_config", "_hf_peft_config_loaded"):
             if hasattr(self.lm.model, attr):
                 try:
@@ -267,7 +286,7 @@ class Organism:
         hist = {"choice_kl": [], "text_nll": [], "seconds": 0.0}
         self._peft.train()
         try:
-            with self:
+            with self, self._base_frozen():
                 for _ in tqdm(range(steps), desc=f"training the {self.name} organism", disable=not progress):
                     loss = torch.zeros((), device=self.lm.device)
                     kl = 0.0
