@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +36,7 @@ __all__ = [
     "simulate_preferences", "all_pairs", "fit_bt", "pair_loglik", "e_step", "em_rewards", "EMResult",
     "match_groups", "group_accuracy", "reward_cosine", "tilted_policy", "kl", "policy_report",
     "utilitarian_policy", "maxmin_policy", "maxmin_objective", "maxmin_grid", "welfare", "js_distance",
-    "check_distribution", "overton_coverage", "load_pluralism",
+    "check_distribution", "overton_coverage", "answer_sentences", "text_coverage", "load_pluralism",
 ]
 
 
@@ -663,6 +664,40 @@ def overton_coverage(answer_emb, viewpoint_emb, viewpoint_labels, threshold: flo
     which = torch.where(best >= threshold, which, torch.full_like(which, -1))
     covered = sorted({int(w) for w in which if w >= 0})
     return {"coverage": len(covered) / k, "covered": covered, "assignment": which, "similarity": sim}
+
+
+def answer_sentences(text: str, min_words: int = 3) -> list[str]:
+    """A generated answer split into its sentences and lines (list items), keeping those of at least
+    ``min_words`` words (a list's "1." or a stray "Yes." is not a viewpoint); the whole text if none is left."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"text must be a non-empty string, got {text!r}")
+    min_words = _int(min_words, "min_words", 1)
+    parts = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    return [s for s in parts if len(s.split()) >= min_words] or [text.strip()]
+
+
+def text_coverage(embedder, answers: Sequence[str], viewpoints: dict, threshold: float = 0.5) -> dict:
+    """:func:`overton_coverage` of answer texts: the ``answers`` (e.g. :func:`answer_sentences` of one reply)
+    and the reference statements of ``viewpoints`` (``{viewpoint name: [statements]}``, as in
+    ``pluralism.json``) are embedded with ``embedder`` (a sentence-transformers model, e.g.
+    ``labkit.load_embedder()``), normalised; returns overton_coverage's dict."""
+    if isinstance(embedder, (str, bytes)) or not callable(getattr(embedder, "encode", None)):
+        raise TypeError(f"embedder must be a sentence embedder with .encode (labkit.load_embedder()), got {type(embedder).__name__}")
+    if isinstance(answers, str):
+        raise TypeError("answers must be a list of strings (e.g. answer_sentences(reply)), not one string")
+    answers = list(answers)
+    if not answers or any(not isinstance(a, str) or not a.strip() for a in answers):
+        raise ValueError("answers must be a non-empty list of non-empty strings")
+    if not isinstance(viewpoints, dict) or not viewpoints:
+        raise TypeError("viewpoints must be a non-empty dict {viewpoint name: [reference statements]}")
+    statements, labels = [], []
+    for i, (name, refs) in enumerate(viewpoints.items()):
+        if isinstance(refs, str) or not refs or any(not isinstance(r, str) or not r.strip() for r in refs):
+            raise ValueError(f"viewpoints[{name!r}] must be a non-empty list of reference statements")
+        statements += list(refs)
+        labels += [i] * len(refs)
+    emb = embedder.encode(answers + statements, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
+    return overton_coverage(emb[: len(answers)], emb[len(answers):], torch.tensor(labels), threshold)
 
 
 def load_pluralism() -> dict:

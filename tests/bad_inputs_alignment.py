@@ -15,6 +15,7 @@ from labkit import constitutional as ca
 from labkit import dpo
 from labkit import datasheet as ds
 from labkit import pluralistic as pl
+from test_pluralistic import WordEmbedder as _WordEmbedder
 from labkit import widgets
 
 NAN, INF = float("nan"), float("inf")
@@ -143,6 +144,16 @@ CASES = [
     Bad("labkit.pluralistic.overton_coverage", "NaN in the answers",
         lambda: pl.overton_coverage(torch.full((1, 3), NAN), torch.eye(3), torch.tensor([0, 1, 2])), ValueError,
         "answer_emb has NaN"),
+    Bad("labkit.pluralistic.answer_sentences", "an empty answer", lambda: pl.answer_sentences("  "), ValueError, "text must be"),
+    Bad("labkit.pluralistic.answer_sentences", "zero words", lambda: pl.answer_sentences("A b c.", min_words=0), ValueError, "min_words"),
+    Bad("labkit.pluralistic.text_coverage", "a model name instead of an embedder",
+        lambda: pl.text_coverage("all-MiniLM", ["An answer."], {"v": ["A view."]}), TypeError, "embedder must be"),
+    Bad("labkit.pluralistic.text_coverage", "one string of answers",
+        lambda: pl.text_coverage(_WordEmbedder(), "An answer.", {"v": ["A view."]}), TypeError, "answers must be a list"),
+    Bad("labkit.pluralistic.text_coverage", "a viewpoint without statements",
+        lambda: pl.text_coverage(_WordEmbedder(), ["An answer."], {"v": []}), ValueError, r"viewpoints\['v'\]"),
+    Bad("labkit.pluralistic.text_coverage", "viewpoints as a list",
+        lambda: pl.text_coverage(_WordEmbedder(), ["An answer."], [["A view."]]), TypeError, "viewpoints must be"),
     # ---------------------------------------------------------------- labkit.constitutional
     Bad("labkit.constitutional.validate_constitution", "an empty constitution",
         lambda: ca.validate_constitution({"principles": []}), ValueError, "the constitution is empty"),

@@ -31,4 +31,12 @@ CASES = [
 CASES += [
     Bad("labkit.organisms.pluralist.planted_distributions", "data that is not load_data()'s dict",
         lambda: pl.planted_distributions(0, data={"questions": []}), TypeError, "data must be None or the dict of load_data"),
+    Bad("labkit.organisms.pluralist.overton_answers", "an unknown split",
+        lambda lm: pl.overton_answers(lm, split="test"), ValueError, "split must be 'train' or 'heldout'"),
+    Bad("labkit.organisms.pluralist.overton_answers", "not a language model",
+        lambda: pl.overton_answers("smollm2"), TypeError, "lm must be"),
+    Bad("labkit.organisms.pluralist.overton_coverages", "replies for two questions instead of three",
+        lambda: pl.overton_coverages(None, [["a reply"], ["another"]]), ValueError, "3 lists of replies"),
+    Bad("labkit.organisms.pluralist.planted_report", "a model name instead of an embedder",
+        lambda lm: pl.planted_report(lm, None, embedder="all-MiniLM"), TypeError, "embedder must be"),
 ]

@@ -38,6 +38,7 @@ CASES = [
     Bad("labkit.organisms.Organism.fit", "zero steps", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), steps=0)), ValueError, "steps"),
     Bad("labkit.organisms.Organism.fit", "NaN learning rate", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), lr=NAN)), ValueError, "lr"),
     Bad("labkit.organisms.Organism.fit", "negative text weight", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_weight=-1.0)), ValueError, "text_weight"),
+    Bad("labkit.organisms.Organism.fit", "zero text batch size", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_batch_size=0)), ValueError, "text_batch_size"),
     Bad("labkit.organisms.Organism.load_state_dict", "a list instead of a dict", _with_organism(lambda o: o.load_state_dict([1])), TypeError, "state must be a dict"),
     Bad("labkit.organisms.Organism.load_state_dict", "missing weights", _with_organism(lambda o: o.load_state_dict({})), ValueError, "does not match"),
     Bad("labkit.organisms.Organism.load_state_dict", "a weight of the wrong shape",

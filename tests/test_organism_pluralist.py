@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from labkit import load_embedder, pluralistic
 from labkit.organisms import ADAPTER_DIR, build_organism, load_organism, pluralist
 
 
@@ -23,6 +24,31 @@ def test_data_splits_are_disjoint_and_planted_truth_is_valid():
         assert bool((own >= 0.8).all())
 
 
+def test_overton_training_data_is_disjoint_and_held_out():
+    data = pluralist.load_data()
+    assert not set(data["overton_wordings"]["train"]) & set(data["overton_wordings"]["heldout"])
+    references = {s for q in pluralistic.load_pluralism()["overton"] for v in q["viewpoints"].values() for s in v}
+    for o in data["overton"]:
+        assert not set(pluralistic.answer_sentences(o["response"])) & references  # paraphrases, not the references
+        assert o["planted_coverage"] == len(o["planted_views"]) / 4
+    assert [o["planted_coverage"] for o in data["overton"]] == [1.0, 0.75, 0.5]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_embedder()
+
+
+@pytest.mark.slow
+def test_planted_lists_have_the_planted_coverage(embedder):
+    """The ground truth of the Overton part: each planted sentence is nearest to its own viewpoint (similarity at
+    least 0.5), so the planted list covers exactly the planted viewpoints."""
+    data = pluralist.load_data()
+    for o, q in zip(data["overton"], pluralistic.load_pluralism()["overton"]):
+        r = pluralistic.text_coverage(embedder, pluralistic.answer_sentences(o["response"]), q["viewpoints"])
+        assert r["assignment"].tolist() == o["planted_views"] and r["coverage"] == o["planted_coverage"]
+
+
 def test_generator_is_seeded():
     import json
 
@@ -35,15 +61,16 @@ _SHIPPED: dict = {}  # the shipped adapter's planted_report, measured once for b
 
 
 @pytest.mark.slow
-def test_planted_behaviour_on_heldout_wordings_and_base_unchanged(lm):
+def test_planted_behaviour_on_heldout_wordings_and_base_unchanged(lm, embedder):
     base = pluralist.answer_distributions(lm, 0)
     org = load_organism(lm, "pluralist")
     try:
         assert torch.allclose(pluralist.answer_distributions(lm, 0), base, atol=1e-4)  # loaded but off
-        r = _SHIPPED["report"] = pluralist.planted_report(lm, org)
+        r = _SHIPPED["report"] = pluralist.planted_report(lm, org, embedder)
         assert r["steer_organism"] > 0.25 and r["steer_base"] < 0.1
         assert r["js_persona_organism"] < 0.15 < r["js_persona_base"]
         assert r["control_shift_organism"] < r["persona_shift_organism"] / 2
+        assert r["overton_error_organism"] < 0.1 < r["overton_error_base"]
         assert torch.allclose(pluralist.answer_distributions(lm, 0), base, atol=1e-4)  # off again after the block
     finally:
         org.remove()
@@ -51,20 +78,21 @@ def test_planted_behaviour_on_heldout_wordings_and_base_unchanged(lm):
 
 
 @pytest.mark.slow
-def test_build_reproduces_the_shipped_adapter(lm):
+def test_build_reproduces_the_shipped_adapter(lm, embedder):
     if "report" not in _SHIPPED:
         shipped = load_organism(lm, "pluralist")
         try:
-            _SHIPPED["report"] = pluralist.planted_report(lm, shipped)
+            _SHIPPED["report"] = pluralist.planted_report(lm, shipped, embedder)
         finally:
             shipped.remove()
     want = _SHIPPED["report"]
     org = build_organism(lm, "pluralist", progress=False)
     try:
-        got = pluralist.planted_report(lm, org)
+        got = pluralist.planted_report(lm, org, embedder)
     finally:
         org.remove()
-    for key in ("steer_organism", "js_persona_organism", "js_population_organism", "control_shift_organism"):
+    for key in ("steer_organism", "js_persona_organism", "js_population_organism", "control_shift_organism",
+                "overton_error_organism"):
         assert abs(got[key] - want[key]) < 0.03, (key, got[key], want[key])
 
 

@@ -116,3 +116,26 @@ def test_the_base_models_gradient_flags_are_kept(lm):
     finally:
         org.remove()
     assert [p.requires_grad for p in lm.model.parameters()] == before
+
+
+def test_training_losses_from_the_cache_equal_the_full_model(lm):
+    """fit() runs only the adapted layers on cached inputs and drops the columns a minibatch pads in every row;
+    its log-probabilities must equal a full forward pass of the organism (rows of different lengths)."""
+    prompts = [lm.chat_prompt("Say yes."), lm.chat_prompt("Please answer with one word: yes or no, is the sky blue?")]
+    replies = [" Yes, I will.", " Yes: the sky is blue on a clear day, because air scatters blue light most."]
+    org = organisms.Organism(lm, "cache", n_lora_layers=2, rank=2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        org.load_state_dict({k: 0.05 * torch.randn(v.shape, generator=g) for k, v in org.state_dict().items()})
+        choices = org._cache_choices(organisms.choice_examples(prompts, ["Yes", "No"], [[0.5, 0.5], [0.5, 0.5]]))
+        texts = org._cache_texts(organisms.text_examples(prompts, replies))
+        with org, torch.no_grad():
+            full = lm.option_logprobs(prompts, ["Yes", "No"])
+            tokens = [lm.logprobs([p], [r], reduce="none")[0] for p, r in zip(prompts, replies)]
+            for idx in ([0], [1], [0, 1]):
+                i = torch.tensor(idx)
+                torch.testing.assert_close(org._choice_logprobs(choices, i), full[i].float(), atol=1e-4, rtol=0)
+                pooled = -torch.cat([tokens[j] for j in idx]).mean()
+                torch.testing.assert_close(org._text_nll(texts, i), pooled.float(), atol=1e-4, rtol=0)
+    finally:
+        org.remove()

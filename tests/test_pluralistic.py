@@ -198,6 +198,34 @@ def test_distributions_that_do_not_sum_to_one_are_refused():
         pl.tilted_policy(torch.tensor([0.5, 0.5]), torch.zeros(2), 0.0)
 
 
+class WordEmbedder:
+    """A stand-in sentence embedder: a text's embedding counts the words cat, dog and fish (plus a constant)."""
+
+    WORDS = ("cat", "dog", "fish")
+
+    def encode(self, texts, convert_to_tensor=True, normalize_embeddings=True):
+        e = torch.tensor([[t.lower().count(w) for w in self.WORDS] + [0.1] for t in texts], dtype=torch.float32)
+        return torch.nn.functional.normalize(e, dim=-1) if normalize_embeddings else e
+
+
+def test_answer_sentences_splits_lists_and_sentences():
+    reply = "1. Cats are calm pets.\n2. Dogs need long walks. Fish need clean water!\nYes."
+    assert pl.answer_sentences(reply) == ["Cats are calm pets.", "Dogs need long walks.", "Fish need clean water!"]
+    assert pl.answer_sentences("Yes.") == ["Yes."]  # nothing long enough: the whole reply
+
+
+def test_text_coverage_ground_truth():
+    views = {"cats": ["I like cats.", "A cat is best."], "dogs": ["Dogs are loyal."], "fish": ["Fish are quiet."]}
+    emb = WordEmbedder()
+    both = pl.text_coverage(emb, ["My cat sleeps.", "The dog barks."], views)
+    assert both["coverage"] == pytest.approx(2 / 3) and both["assignment"].tolist() == [0, 1]
+    assert pl.text_coverage(emb, ["Nothing relevant here."], views)["coverage"] == 0.0
+    # the same as embedding by hand and calling overton_coverage
+    statements = [s for v in views.values() for s in v]
+    manual = pl.overton_coverage(emb.encode(["My cat sleeps."]), emb.encode(statements), torch.tensor([0, 0, 1, 2]))
+    assert pl.text_coverage(emb, ["My cat sleeps."], views)["covered"] == manual["covered"] == [0]
+
+
 def test_overton_coverage_ground_truth():
     V = torch.eye(4)[[0, 0, 1, 1, 2, 2]] + 0.01
     labels = torch.tensor([0, 0, 1, 1, 2, 2])

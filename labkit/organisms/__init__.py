@@ -241,22 +241,26 @@ class Organism:
 
     def _choice_logprobs(self, cache: dict, idx: torch.Tensor) -> torch.Tensor:
         """log p(option | prompt) over the whole vocabulary for cached choice examples ``idx``, ``[len(idx), K]``."""
-        h = self.lm.run_from(self.first, cache["h"][idx], attention_mask=cache["mask"][idx],
-                             position_ids=cache["pos"][idx], output="hidden")[:, -1]
+        mask = cache["mask"][idx]
+        keep = slice(int(mask.any(0).nonzero()[0]), None)  # left padding: drop the columns padded in every row
+        h = self.lm.run_from(self.first, cache["h"][idx][:, keep], attention_mask=mask[:, keep],
+                             position_ids=cache["pos"][idx][:, keep], output="hidden")[:, -1]
         return torch.log_softmax(self.lm.layout.unembed(h).float(), -1)[:, cache["ids"]]
 
     def _text_nll(self, cache: dict, idx: torch.Tensor) -> torch.Tensor:
-        h = self.lm.run_from(self.first, cache["h"][idx], attention_mask=cache["mask"][idx], output="hidden")
-        pred = cache["resp"][idx][:, 1:].bool()
+        mask = cache["mask"][idx]
+        keep = slice(None, int(mask.any(0).nonzero()[-1]) + 1)  # right padding: drop the all-padding tail
+        h = self.lm.run_from(self.first, cache["h"][idx][:, keep], attention_mask=mask[:, keep], output="hidden")
+        pred = cache["resp"][idx][:, keep][:, 1:].bool()
         logits = self.lm.layout.unembed(h[:, :-1][pred]).float()
-        return torch.nn.functional.cross_entropy(logits, cache["ids"][idx][:, 1:][pred])
+        return torch.nn.functional.cross_entropy(logits, cache["ids"][idx][:, keep][:, 1:][pred])
 
     def fit(self, choices: dict | Sequence[dict] | None = None, texts: dict | None = None, steps: int = 200,
             batch_size: int = 32, lr: float = 2e-3, text_weight: float = 1.0, seed: int = 0,
-            progress: bool = True) -> dict:
+            progress: bool = True, text_batch_size: int | None = None) -> dict:
         """Plant the behaviour: Adam on the adapter for ``steps`` steps. Each step takes ``batch_size`` random
-        examples of every choice set (:func:`choice_examples`; one set or a list) and of ``texts``
-        (:func:`text_examples`) and minimises Σ_sets KL(target ‖ p over the options, whole vocabulary) +
+        examples of every choice set (:func:`choice_examples`; one set or a list) and ``text_batch_size``
+        (default ``batch_size``) of ``texts`` (:func:`text_examples`) and minimises Σ_sets KL(target ‖ p over the options, whole vocabulary) +
         ``text_weight`` × the responses' mean token negative log-likelihood.
 
         Returns (and stores in ``self.history``) per step the choice loss (KL, nats), the text loss and the
@@ -272,6 +276,7 @@ class Organism:
             raise ValueError("nothing to train on: give choices, texts or both")
         steps = validation.integer("steps", steps, 1)
         batch_size = validation.integer("batch_size", batch_size, 1)
+        text_batch_size = batch_size if text_batch_size is None else validation.integer("text_batch_size", text_batch_size, 1)
         lr = validation.number("lr", lr, 0, lo_open=True)
         text_weight = validation.number("text_weight", text_weight, 0)
         seed = validation.integer("seed", seed, 0)
@@ -296,7 +301,7 @@ class Organism:
                         loss = loss + ce
                         kl += ce.item() - float(-(c["targets"][idx] * c["targets"][idx].clamp_min(1e-12).log()).sum(1).mean())
                     if tcache is not None:
-                        idx = torch.randperm(tcache["n"], generator=g)[:batch_size].to(self.lm.device)
+                        idx = torch.randperm(tcache["n"], generator=g)[:text_batch_size].to(self.lm.device)
                         nll = self._text_nll(tcache, idx)
                         loss = loss + text_weight * nll
                         hist["text_nll"].append(nll.item())
