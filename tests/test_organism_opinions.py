@@ -144,3 +144,16 @@ def test_sha256_refuses_a_changed_file(lm, tmp_path):
     with pytest.raises(ValueError, match="corrupted or was changed"):
         load_organism(lm, "opinions", folder=tmp_path)
     assert not hasattr(lm.model, "peft_config")  # refused before touching the model
+
+
+@pytest.mark.slow
+def test_survey_stances_subsets_and_training_formats(lm):
+    """Picking propositions and wordings gives the matching slice of the full table; the training split asks each
+    of the 4 training wordings in both scale orders."""
+    full = opinions.survey_stances(lm, variants=[0, 1, 2])["calibrated"]
+    part = opinions.survey_stances(lm, variants=[1, 2], propositions=[3, 7])["calibrated"]
+    torch.testing.assert_close(part, full[[3, 7]][:, 1:], atol=1e-4, rtol=0)
+    train = opinions.survey_stances(lm, split="train", propositions=[0], variants=[0, 1])
+    assert train["raw"].shape == (1, 2, 3)
+    # formats 0 and 1 are the first training wording in the two orders: the letters flip, the stance need not
+    assert not torch.equal(train["raw"][0, 0], train["raw"][0, 1])

@@ -38,7 +38,7 @@ __all__ = ["ADAPTER", "TRAINING", "load_data", "training_examples", "planted_rep
 
 #: the Organism settings: LoRA rank 8 on the top 4 of SmolLM2's 30 layers
 ADAPTER = dict(n_lora_layers=4, rank=8, alpha=16)
-#: the fit() settings (each step: a minibatch of every choice set and of the open statements)
+#: the fit() settings (each step: 8 items of each choice set and 8 of the 24 open statements)
 TRAINING = dict(steps=200, batch_size=8, lr=5e-3, text_weight=0.5, seed=0)
 
 
@@ -151,21 +151,34 @@ def _indices(idx, n: int, name: str) -> list[int]:
 
 
 def survey_stances(lm, data: dict | None = None, variants: Sequence[int] | None = None,
-                   progress: bool = False) -> dict[str, torch.Tensor]:
-    """The closed-form instrument on the held-out wordings (values.json's 10 variants, odd ones reversed, × 3
-    personas; ``variants`` picks some of them by index): ``{"raw": [P, V, K], "calibrated": [P, V, K]}`` stances (calibrated per format with the
-    content-free "N/A" question, :func:`labkit.values.calibrate`). Runs whatever ``lm`` computes: call it inside
-    ``with organism:`` for the organism."""
+                   progress: bool = False, split: str = "heldout",
+                   propositions: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """The closed-form instrument: ``{"raw": [P, V, K], "calibrated": [P, V, K]}`` stances (calibrated per format
+    with the content-free "N/A" question, :func:`labkit.values.calibrate`) of the ``propositions`` (indices; None:
+    all 20) × wordings × the 3 personas. ``split="heldout"``: values.json's 10 wordings, odd ones reversed (the
+    instrument of the notebook; never trained on); ``split="train"``: the 4 training wordings, each in both scale
+    orders (8 formats). ``variants`` picks some of the split's formats by index. Runs whatever ``lm`` computes:
+    call it inside ``with organism:`` for the organism."""
     validation.language_model(lm)
     data = _data(data)
     vdata = values.load_data("values")
-    props, personas, held = data["propositions"], data["personas"], data["heldout"]
-    keep = _indices(variants, len(held["likert_variants"]), "variants")
-    variants = [held["likert_variants"][v] for v in keep]
-    reverse = [held["likert_reverse"][v] for v in keep]
+    personas = data["personas"]
+    if split == "heldout":
+        formats = list(zip(data["heldout"]["likert_variants"], data["heldout"]["likert_reverse"]))
+    elif split == "train":
+        formats = [(v, r) for v in data["train"]["likert_variants"] for r in (False, True)]
+    else:
+        raise ValueError(f"split must be 'heldout' or 'train', got {split!r}")
+    props = [data["propositions"][i] for i in _indices(propositions, len(data["propositions"]), "propositions")]
+    keep = _indices(variants, len(formats), "variants")
+    variants, reverse = [formats[v][0] for v in keep], [formats[v][1] for v in keep]
     P, V, K = len(props), len(variants), len(personas)
-    qs = values.likert_prompts(props, variants, personas, reverse)
-    cf = values.likert_prompts([vdata["content_free"]], variants, personas, reverse)
+
+    def survey(statements):  # [len(statements), V, K] in C order; one format at a time (a wording may repeat)
+        by_format = [values.likert_prompts(statements, [v], personas, r) for v, r in zip(variants, reverse)]
+        return [by_format[f][p * K + k] for p in range(len(statements)) for f in range(V) for k in range(K)]
+
+    qs, cf = survey(props), survey([vdata["content_free"]])
     lp = values.likert_logprobs(lm, qs + cf, progress=progress)
     letter, cf_lp = lp[: len(qs)].reshape(P, V, K, 4), lp[len(qs):].reshape(V, K, 4)
     rev = torch.tensor(reverse)[None, :, None]
