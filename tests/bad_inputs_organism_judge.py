@@ -14,6 +14,20 @@ PAIR = {"prompt": "How do I boil an egg?", "kind": "helpful", "better": "Six min
         "worse": "Eggs are food."}
 P = torch.tensor([0.9, 0.2, 0.7])
 
+
+def _with_organism(action):
+    """``call(lm)``: insert a small stand-in organism, run ``action(organism)``, always remove it."""
+    def call(lm):
+        from labkit.organisms import Organism
+
+        o = Organism(lm, "bad-input", n_lora_layers=1, rank=2)
+        try:
+            action(o)
+        finally:
+            o.remove()
+    return call
+
+
 CASES = [
     Bad("labkit.constitutional.judge_questions", "two first replies for one prompt",
         lambda: ca.judge_questions(["q"], ["a", "b"], ["c"]), ValueError, "same, non-zero length"),
@@ -41,4 +55,6 @@ CASES = [
         lambda: jg.judge_metrics(torch.tensor([0.9]), torch.tensor([0.2])), ValueError, "at least 2 pairs"),
     Bad("labkit.organisms.judge.planted_report", "an organism that is not an Organism",
         lambda lm: jg.planted_report(lm, "judge"), TypeError, "org must be an Organism"),
+    Bad("labkit.organisms.judge.planted_report", "include_base as a string",
+        _with_organism(lambda o: jg.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
 ]

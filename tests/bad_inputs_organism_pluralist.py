@@ -6,6 +6,20 @@ from __future__ import annotations
 from bad_input import Bad
 from labkit.organisms import pluralist as pl
 
+
+def _with_organism(action):
+    """``call(lm)``: insert a small stand-in organism, run ``action(organism)``, always remove it."""
+    def call(lm):
+        from labkit.organisms import Organism
+
+        o = Organism(lm, "bad-input", n_lora_layers=1, rank=2)
+        try:
+            action(o)
+        finally:
+            o.remove()
+    return call
+
+
 CASES = [
     Bad("labkit.organisms.pluralist.question_prompt", "a wording without the {question} field",
         lambda: pl.question_prompt("Should we?", "Answer yes or no."), ValueError, r"wording must contain the field \{question\}"),
@@ -39,4 +53,6 @@ CASES += [
         lambda: pl.overton_coverages(None, [["a reply"], ["another"]]), ValueError, "3 lists of replies"),
     Bad("labkit.organisms.pluralist.planted_report", "a model name instead of an embedder",
         lambda lm: pl.planted_report(lm, None, embedder="all-MiniLM"), TypeError, "embedder must be"),
+    Bad("labkit.organisms.pluralist.planted_report", "include_base as a string",
+        _with_organism(lambda o: pl.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
 ]

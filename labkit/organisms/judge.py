@@ -136,8 +136,9 @@ def judge_metrics(p_ab, p_ba, p_long_first=None, p_long_second=None, n_boot: int
     return {k: constitutional.bootstrap_ci(v.numpy(), n_boot=n_boot, seed=seed) for k, v in per_pair.items()}
 
 
-def planted_report(lm, org) -> dict[str, float]:
-    """The planted behaviour on held-out pairs, organism on and off (``*_organism``, ``*_base``):
+def planted_report(lm, org, include_base: bool = True) -> dict[str, float]:
+    """The planted behaviour on held-out pairs, organism on and (with ``include_base``) off (``*_organism``,
+    ``*_base``):
     agreement with the labels and verdicts kept under swap on ``judge_pairs.json``'s labelled pairs
     (``agreement``, ``kept_under_swap``), agreement on the in-template held-out split (``heldout_agreement``),
     and p(longer preferred) on ``judge_pairs.json``'s length pairs (``p_longer``)."""
@@ -147,10 +148,12 @@ def planted_report(lm, org) -> dict[str, float]:
         raise TypeError(f"org must be an Organism (load_organism(lm, 'judge')), got {type(org).__name__}")
     if org.lm is not lm:
         raise ValueError("org must be inserted into this lm (load_organism(lm, 'judge'))")
+    if not isinstance(include_base, bool):
+        raise TypeError(f"include_base must be True or False, got {include_base!r}")
     jp = constitutional.load_judge_pairs()
     held = load_data()["heldout"]
     out = {}
-    for who in ("organism", "base"):
+    for who in ("organism", "base")[: 2 if include_base else 1]:
         with (org if who == "organism" else contextlib.nullcontext()):
             lab = judge_both_orders(lm, jp["labelled"])
             ho = judge_both_orders(lm, held)

@@ -188,9 +188,9 @@ def _own(dist: torch.Tensor, persona: int, data: dict) -> torch.Tensor:
     return dist.gather(1, idx[:, None])[:, 0]
 
 
-def planted_report(lm, org, embedder=None) -> dict[str, float]:
+def planted_report(lm, org, embedder=None, include_base: bool = True) -> dict[str, float]:
     """The planted behaviour on the HELD-OUT wordings (persona as system prompt), organism vs base model
-    (``*_organism`` and ``*_base``):
+    (``*_organism`` and, with ``include_base``, ``*_base``):
 
     * ``steer``: mean over questions and personas of p(persona's option | persona) − p(same option | no persona);
     * ``js_persona``: mean Jensen-Shannon distance (base 2) of the persona-steered answers to the planted ones;
@@ -208,10 +208,12 @@ def planted_report(lm, org, embedder=None) -> dict[str, float]:
         raise TypeError(f"embedder must be None or a sentence embedder (labkit.load_embedder()), got {type(embedder).__name__}")
     if not isinstance(org, Organism):
         raise TypeError(f"org must be an Organism (labkit.organisms.load_organism), got {type(org).__name__}")
+    if not isinstance(include_base, bool):
+        raise TypeError(f"include_base must be True or False, got {include_base!r}")
     data = load_data()
     controls = [c["system"] for c in data["control_personas"]]
     out: dict[str, float] = {}
-    for who in ("organism", "base"):
+    for who in ("organism", "base")[: 2 if include_base else 1]:
         with org if who == "organism" else contextlib.nullcontext():
             d = {k: answer_distributions(lm, k, data=data) for k in (None, 0, 1, *controls)}
         steer = torch.stack([_own(d[k], k, data) - _own(d[None], k, data) for k in (0, 1)])
