@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 
 from labkit.datasets import load_data  # noqa: F401  (notebook 09 reads its data files as bias.load_data)
+from labkit import validation
 from labkit.runtime import get_device
 
 __all__ = [
@@ -572,20 +573,7 @@ def seat_test(X: torch.Tensor, Y: torch.Tensor, A: torch.Tensor, B: torch.Tensor
 
 
 def _strings(items, what: str) -> list[str]:
-    if isinstance(items, str):
-        raise TypeError(f"give a list of {what}, not one string")
-    try:
-        items = list(items)
-    except TypeError:
-        raise TypeError(f"{what} must be a list of strings, got {type(items).__name__}") from None
-    if not items:
-        raise ValueError(f"no {what} given: the list is empty")
-    for t in items:
-        if not isinstance(t, str):
-            raise TypeError(f"{what} must be strings, got {type(t).__name__} {t!r}")
-        if not t.strip():
-            raise ValueError(f"{what} must be non-empty strings, got {t!r}")
-    return items
+    return validation.strings(what, items)
 
 
 def seat_sentences(words: Sequence[str], templates: Sequence[str]) -> list[str]:

@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from labkit import validation
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 __all__ = [
@@ -683,18 +685,13 @@ def text_coverage(embedder, answers: Sequence[str], viewpoints: dict, threshold:
     ``labkit.load_embedder()``), normalised; returns overton_coverage's dict."""
     if isinstance(embedder, (str, bytes)) or not callable(getattr(embedder, "encode", None)):
         raise TypeError(f"embedder must be a sentence embedder with .encode (labkit.load_embedder()), got {type(embedder).__name__}")
-    if isinstance(answers, str):
-        raise TypeError("answers must be a list of strings (e.g. answer_sentences(reply)), not one string")
-    answers = list(answers)
-    if not answers or any(not isinstance(a, str) or not a.strip() for a in answers):
-        raise ValueError("answers must be a non-empty list of non-empty strings")
+    answers = validation.strings("answers", answers)
     if not isinstance(viewpoints, dict) or not viewpoints:
         raise TypeError("viewpoints must be a non-empty dict {viewpoint name: [reference statements]}")
     statements, labels = [], []
     for i, (name, refs) in enumerate(viewpoints.items()):
-        if isinstance(refs, str) or not refs or any(not isinstance(r, str) or not r.strip() for r in refs):
-            raise ValueError(f"viewpoints[{name!r}] must be a non-empty list of reference statements")
-        statements += list(refs)
+        refs = validation.strings(f"viewpoints[{name!r}]", refs)
+        statements += refs
         labels += [i] * len(refs)
     emb = embedder.encode(answers + statements, convert_to_tensor=True, normalize_embeddings=True).float().cpu()
     return overton_coverage(emb[: len(answers)], emb[len(answers):], torch.tensor(labels), threshold)

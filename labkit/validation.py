@@ -83,3 +83,22 @@ def language_model(lm) -> None:
 
     if not isinstance(lm, LanguageModel):
         raise TypeError(f"lm must be a labkit LanguageModel (from labkit.load_lm()), got {type(lm).__name__}")
+
+
+def strings(name: str, x) -> list[str]:
+    """``x`` as a list of non-empty strings, or a clear error naming ``name``: one string instead of a list, not
+    a list at all, an empty list, an item that is not a string, or an empty (all-space) string."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a list of strings, not one string")
+    try:
+        items = list(x)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of strings, got {type(x).__name__}") from None
+    if not items:
+        raise ValueError(f"no {name} given: {name} is empty")
+    for t in items:
+        if not isinstance(t, str):
+            raise TypeError(f"{name} must be strings, got {type(t).__name__} {t!r}")
+        if not t.strip():
+            raise ValueError(f"{name} must be non-empty strings, got {t!r}")
+    return items

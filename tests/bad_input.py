@@ -38,6 +38,20 @@ class Bad:
         return f"{self.target.removeprefix('labkit.')}: {self.why}"
 
 
+def with_organism(action: Callable) -> Callable:
+    """A case's ``call(lm)`` that needs an organism: insert a small stand-in organism (LoRA rank 2 on one layer)
+    into the course model, run ``action(organism)`` and always remove it, so the shared model stays the base model."""
+    def call(lm):
+        from labkit.organisms import Organism
+
+        organism = Organism(lm, "bad-input", n_lora_layers=1, rank=2)
+        try:
+            action(organism)
+        finally:
+            organism.remove()
+    return call
+
+
 #: Public callables that need no bad-input case, with the reason.
 EXEMPT: dict[str, str] = {}
 

@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import torch
 
-from bad_input import Bad
+from bad_input import Bad, with_organism
 from labkit import constitutional as ca
 from labkit.organisms import judge as jg
 
 PAIR = {"prompt": "How do I boil an egg?", "kind": "helpful", "better": "Six minutes in boiling water.",
         "worse": "Eggs are food."}
 P = torch.tensor([0.9, 0.2, 0.7])
-
-
-def _with_organism(action):
-    """``call(lm)``: insert a small stand-in organism, run ``action(organism)``, always remove it."""
-    def call(lm):
-        from labkit.organisms import Organism
-
-        o = Organism(lm, "bad-input", n_lora_layers=1, rank=2)
-        try:
-            action(o)
-        finally:
-            o.remove()
-    return call
 
 
 CASES = [
@@ -56,5 +43,5 @@ CASES = [
     Bad("labkit.organisms.judge.planted_report", "an organism that is not an Organism",
         lambda lm: jg.planted_report(lm, "judge"), TypeError, "org must be an Organism"),
     Bad("labkit.organisms.judge.planted_report", "include_base as a string",
-        _with_organism(lambda o: jg.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
+        with_organism(lambda o: jg.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
 ]

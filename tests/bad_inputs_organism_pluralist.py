@@ -3,21 +3,8 @@ notebook 13). Calls with a parameter receive the session's course model (see tes
 
 from __future__ import annotations
 
-from bad_input import Bad
+from bad_input import Bad, with_organism
 from labkit.organisms import pluralist as pl
-
-
-def _with_organism(action):
-    """``call(lm)``: insert a small stand-in organism, run ``action(organism)``, always remove it."""
-    def call(lm):
-        from labkit.organisms import Organism
-
-        o = Organism(lm, "bad-input", n_lora_layers=1, rank=2)
-        try:
-            action(o)
-        finally:
-            o.remove()
-    return call
 
 
 CASES = [
@@ -54,5 +41,5 @@ CASES += [
     Bad("labkit.organisms.pluralist.planted_report", "a model name instead of an embedder",
         lambda lm: pl.planted_report(lm, None, embedder="all-MiniLM"), TypeError, "embedder must be"),
     Bad("labkit.organisms.pluralist.planted_report", "include_base as a string",
-        _with_organism(lambda o: pl.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
+        with_organism(lambda o: pl.planted_report(o.lm, o, include_base="yes")), TypeError, "include_base must be True or False"),
 ]

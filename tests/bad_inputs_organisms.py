@@ -6,23 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from bad_input import Bad
+from bad_input import Bad, with_organism
 from labkit import organisms as org
 
 NAN = float("nan")
 P2 = ["a question?", "another question?"]
 T2 = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
-
-
-def _with_organism(action):
-    """``call(lm)``: insert a small organism, run ``action(organism)``, always remove it."""
-    def call(lm):
-        o = org.Organism(lm, "bad-input", n_lora_layers=1, rank=2)
-        try:
-            action(o)
-        finally:
-            o.remove()
-    return call
 
 
 CASES = [
@@ -32,19 +21,19 @@ CASES = [
     Bad("labkit.organisms.Organism", "negative alpha", lambda lm: org.Organism(lm, alpha=-1.0), ValueError, "alpha"),
     Bad("labkit.organisms.Organism", "empty name", lambda lm: org.Organism(lm, name=" "), ValueError, "name"),
     Bad("labkit.organisms.Organism", "one target module as a string", lambda lm: org.Organism(lm, target_modules="q_proj"), TypeError, "target_modules"),
-    Bad("labkit.organisms.Organism.fit", "nothing to train on", _with_organism(lambda o: o.fit()), ValueError, "nothing to train on"),
-    Bad("labkit.organisms.Organism.fit", "choices not made by choice_examples", _with_organism(lambda o: o.fit(choices={"prompts": P2})), TypeError, "choices must be"),
-    Bad("labkit.organisms.Organism.fit", "texts as a list", _with_organism(lambda o: o.fit(texts=["x"])), TypeError, "texts must be"),
-    Bad("labkit.organisms.Organism.fit", "zero steps", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), steps=0)), ValueError, "steps"),
-    Bad("labkit.organisms.Organism.fit", "NaN learning rate", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), lr=NAN)), ValueError, "lr"),
-    Bad("labkit.organisms.Organism.fit", "negative text weight", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_weight=-1.0)), ValueError, "text_weight"),
-    Bad("labkit.organisms.Organism.fit", "zero text batch size", _with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_batch_size=0)), ValueError, "text_batch_size"),
-    Bad("labkit.organisms.Organism.load_state_dict", "a list instead of a dict", _with_organism(lambda o: o.load_state_dict([1])), TypeError, "state must be a dict"),
-    Bad("labkit.organisms.Organism.load_state_dict", "missing weights", _with_organism(lambda o: o.load_state_dict({})), ValueError, "does not match"),
+    Bad("labkit.organisms.Organism.fit", "nothing to train on", with_organism(lambda o: o.fit()), ValueError, "nothing to train on"),
+    Bad("labkit.organisms.Organism.fit", "choices not made by choice_examples", with_organism(lambda o: o.fit(choices={"prompts": P2})), TypeError, "choices must be"),
+    Bad("labkit.organisms.Organism.fit", "texts as a list", with_organism(lambda o: o.fit(texts=["x"])), TypeError, "texts must be"),
+    Bad("labkit.organisms.Organism.fit", "zero steps", with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), steps=0)), ValueError, "steps"),
+    Bad("labkit.organisms.Organism.fit", "NaN learning rate", with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), lr=NAN)), ValueError, "lr"),
+    Bad("labkit.organisms.Organism.fit", "negative text weight", with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_weight=-1.0)), ValueError, "text_weight"),
+    Bad("labkit.organisms.Organism.fit", "zero text batch size", with_organism(lambda o: o.fit(org.choice_examples(P2, ["A", "B"], T2), text_batch_size=0)), ValueError, "text_batch_size"),
+    Bad("labkit.organisms.Organism.load_state_dict", "a list instead of a dict", with_organism(lambda o: o.load_state_dict([1])), TypeError, "state must be a dict"),
+    Bad("labkit.organisms.Organism.load_state_dict", "missing weights", with_organism(lambda o: o.load_state_dict({})), ValueError, "does not match"),
     Bad("labkit.organisms.Organism.load_state_dict", "a weight of the wrong shape",
-        _with_organism(lambda o: o.load_state_dict({k: torch.zeros(1) for k in o.state_dict()})), ValueError, "has shape"),
+        with_organism(lambda o: o.load_state_dict({k: torch.zeros(1) for k in o.state_dict()})), ValueError, "has shape"),
     Bad("labkit.organisms.Organism.load_state_dict", "a NaN weight",
-        _with_organism(lambda o: o.load_state_dict({k: torch.full_like(v, NAN) for k, v in o.state_dict().items()})), ValueError, "NaN"),
+        with_organism(lambda o: o.load_state_dict({k: torch.full_like(v, NAN) for k, v in o.state_dict().items()})), ValueError, "NaN"),
     Bad("labkit.organisms.choice_examples", "one prompt as a string", lambda: org.choice_examples("a?", ["A", "B"], T2[:1]), TypeError, "prompts"),
     Bad("labkit.organisms.choice_examples", "an empty prompt", lambda: org.choice_examples(["", "b?"], ["A", "B"], T2), ValueError, "prompts"),
     Bad("labkit.organisms.choice_examples", "one option", lambda: org.choice_examples(P2, ["A"], T2[:, :1]), ValueError, "options"),

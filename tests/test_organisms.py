@@ -120,22 +120,30 @@ def test_the_base_models_gradient_flags_are_kept(lm):
 
 def test_training_losses_from_the_cache_equal_the_full_model(lm):
     """fit() runs only the adapted layers on cached inputs and drops the columns a minibatch pads in every row;
-    its log-probabilities must equal a full forward pass of the organism (rows of different lengths)."""
+    the losses it records must be the full organism's: −log p(option) over the whole vocabulary (one-hot
+    targets: KL = cross-entropy) and the responses' mean token NLL, for one row (trimmed) and both rows (pooled).
+    A learning rate of 1e-12 keeps the adapter fixed while fit() reports them."""
     prompts = [lm.chat_prompt("Say yes."), lm.chat_prompt("Please answer with one word: yes or no, is the sky blue?")]
     replies = [" Yes, I will.", " Yes: the sky is blue on a clear day, because air scatters blue light most."]
     org = organisms.Organism(lm, "cache", n_lora_layers=2, rank=2)
     try:
         g = torch.Generator().manual_seed(0)
         org.load_state_dict({k: 0.05 * torch.randn(v.shape, generator=g) for k, v in org.state_dict().items()})
-        choices = org._cache_choices(organisms.choice_examples(prompts, ["Yes", "No"], [[0.5, 0.5], [0.5, 0.5]]))
-        texts = org._cache_texts(organisms.text_examples(prompts, replies))
-        with org, torch.no_grad():
-            full = lm.option_logprobs(prompts, ["Yes", "No"])
+        with org:
+            option_lp = lm.option_logprobs(prompts, ["Yes", "No"])            # [2 prompts, 2 options]
             tokens = [lm.logprobs([p], [r], reduce="none")[0] for p, r in zip(prompts, replies)]
-            for idx in ([0], [1], [0, 1]):
-                i = torch.tensor(idx)
-                torch.testing.assert_close(org._choice_logprobs(choices, i), full[i].float(), atol=1e-4, rtol=0)
-                pooled = -torch.cat([tokens[j] for j in idx]).mean()
-                torch.testing.assert_close(org._text_nll(texts, i), pooled.float(), atol=1e-4, rtol=0)
+        ce_rows = [float(-option_lp[0, 0]), float(-option_lp[1, 1])]        # the targets are one-hot: Yes, then No
+        nll_rows = [float(-t.mean()) for t in tokens]
+        nll_both = float(-torch.cat(tokens).mean())
+        assert abs(ce_rows[0] - ce_rows[1]) > 1e-2 and abs(nll_rows[0] - nll_rows[1]) > 1e-2  # rows tell apart
+        choices = organisms.choice_examples(prompts, ["Yes", "No"], [[1.0, 0.0], [0.0, 1.0]])
+        texts = organisms.text_examples(prompts, replies)
+        one = org.fit(choices, texts, steps=6, batch_size=1, lr=1e-12, progress=False)
+        for ce, nll in zip(one["choice_kl"], one["text_nll"]):
+            assert min(abs(ce - c) for c in ce_rows) < 1e-3, (ce, ce_rows)
+            assert min(abs(nll - n) for n in nll_rows) < 1e-3, (nll, nll_rows)
+        both = org.fit(choices, texts, steps=1, batch_size=2, lr=1e-12, progress=False)
+        assert abs(both["choice_kl"][0] - sum(ce_rows) / 2) < 1e-3
+        assert abs(both["text_nll"][0] - nll_both) < 1e-3
     finally:
         org.remove()

@@ -62,18 +62,7 @@ def sha256_of(path: str | Path) -> str:
 
 
 def _texts(x, name: str) -> list[str]:
-    if isinstance(x, str):
-        raise TypeError(f"{name} must be a list of strings, not one string")
-    try:
-        x = list(x)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of strings, got {type(x).__name__}") from None
-    if not x:
-        raise ValueError(f"{name} is empty: give at least one")
-    for t in x:
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"{name} must hold non-empty strings, got {t!r}")
-    return x
+    return validation.strings(name, x)
 
 
 def choice_examples(prompts: Sequence[str], options: Sequence[str], targets) -> dict:
