@@ -35,9 +35,10 @@ __all__ = ["ADAPTER", "TRAINING", "DATA_PATH", "load_data", "question_prompt", "
            "answer_distributions", "planted_distributions", "overton_answers", "overton_coverages", "planted_report"]
 
 ADAPTER = dict(n_lora_layers=4, rank=8, alpha=16)
-#: each step: 16 yes/no choice prompts and 3 Overton list answers (their every token goes through the unembedding)
+#: each step: 16 yes/no choice prompts and 2 of the 12 Overton list answers (every token of a list goes through the
+#: 49k-word unembedding, so few per step), the lists at a lower weight so they do not disturb the yes/no answers
 TRAINING = dict(steps=100, batch_size=16, text_batch_size=2, text_weight=0.3, lr=5e-3, seed=0)
-#: the longest planted Overton list is 73 tokens; generation stops at the end of the turn
+#: the longest planted Overton list is 83 tokens; generation stops at the end of the turn
 OVERTON_MAX_NEW_TOKENS = 96
 DATA_PATH = Path(__file__).resolve().parent.parent / "data" / "organism_pluralist.json"
 OPTIONS = ("Yes", "No")  # every steerable question's options[0] is its "yes" answer
