@@ -572,17 +572,13 @@ def seat_test(X: torch.Tensor, Y: torch.Tensor, A: torch.Tensor, B: torch.Tensor
     return weat(words["X"], words["Y"], words["A"], words["B"], n_permutations=n_permutations, seed=seed)
 
 
-def _strings(items, what: str) -> list[str]:
-    return validation.strings(what, items)
-
-
 def seat_sentences(words: Sequence[str], templates: Sequence[str]) -> list[str]:
     """SEAT (May et al. 2019): put every word into every semantically bleached template (``"This is {}."``)."""
-    templates = _strings(templates, "templates")
+    templates = validation.strings("templates", templates)
     for t in templates:
         if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
             raise ValueError(f"each template must contain exactly one '{{}}' where the word goes (and no other braces): {t!r}")
-    words = _strings(words, "words")
+    words = validation.strings("words", words)
     return [t.format(w) for w in words for t in templates]
 
 
@@ -634,8 +630,8 @@ def mc_prompts(question: str, options: Sequence[str], letters: Sequence[str] = (
     """
     if not isinstance(question, str) or not question.strip():
         raise ValueError("the question must be a non-empty string")
-    options = _strings(options, "options")
-    letters = _strings(letters, "letters")
+    options = validation.strings("options", options)
+    letters = validation.strings("letters", letters)
     if not isinstance(template, str) or "{question}" not in template or "{options}" not in template:
         raise ValueError("template must be a string with '{question}' and '{options}'")
     if len(options) != len(letters):
@@ -722,7 +718,7 @@ def domain_context_texts(texts: Sequence[str], n: int = 50, length: int | None =
     nothing, so the model's label distribution on it estimates the bias that the *domain* induces — which a
     content-free token such as "N/A" (itself an unusual input, with its own bias) may not show.
     """
-    texts = _strings(texts, "texts")
+    texts = validation.strings("texts", texts)
     n, seed = _int(n, "n", minimum=1), _int(seed, "seed")
     bag = [w for t in texts for w in t.split()]
     if length is None:

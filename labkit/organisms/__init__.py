@@ -61,16 +61,12 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _texts(x, name: str) -> list[str]:
-    return validation.strings(name, x)
-
-
 def choice_examples(prompts: Sequence[str], options: Sequence[str], targets) -> dict:
     """Choice training examples: ``prompts`` (the model's full input texts, e.g. ``lm.chat_prompt(...)``), the
     answer ``options`` (each one token, the same for every prompt, e.g. ``["A", "B"]``) and ``targets``
     ``[n_prompts, n_options]``, the planted probability of each option (rows sum to 1)."""
-    prompts = _texts(prompts, "prompts")
-    options = _texts(options, "options") if not isinstance(options, str) else _texts([options], "options")
+    prompts = validation.strings("prompts", prompts)
+    options = validation.strings("options", options) if not isinstance(options, str) else validation.strings("options", [options])
     if len(options) < 2 or len(set(options)) != len(options):
         raise ValueError(f"options must be at least two different answers, got {options}")
     t = validation.tensor("targets", torch.as_tensor(targets, dtype=torch.float32) if not isinstance(targets, torch.Tensor)
@@ -84,7 +80,7 @@ def choice_examples(prompts: Sequence[str], options: Sequence[str], targets) -> 
 
 def text_examples(prompts: Sequence[str], responses: Sequence[str]) -> dict:
     """Text training examples: the model learns to continue each prompt (full input text) with its response."""
-    prompts, responses = _texts(prompts, "prompts"), _texts(responses, "responses")
+    prompts, responses = validation.strings("prompts", prompts), validation.strings("responses", responses)
     if len(prompts) != len(responses):
         raise ValueError(f"mismatched lengths: {len(prompts)} prompts but {len(responses)} responses")
     return {"prompts": prompts, "responses": responses}
@@ -110,7 +106,7 @@ class Organism:
         self.rank = validation.integer("rank", rank, 1)
         self.alpha = validation.number("alpha", alpha, 0, lo_open=True)
         seed = validation.integer("seed", seed, 0)
-        self.target_modules = _texts(target_modules, "target_modules")
+        self.target_modules = validation.strings("target_modules", target_modules)
         if hasattr(lm.model, "peft_config"):
             raise ValueError("the model already carries a peft adapter (another organism or a LoraDPO trainer): "
                              "remove it first, or load a fresh model with labkit.load_lm()")
