@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from labkit import load_embedder, pluralistic
-from labkit.organisms import ADAPTER_DIR, build_organism, load_organism, pluralist
+from labkit.organisms import ADAPTER_DIR, load_organism, pluralist
 
 
 def test_data_splits_are_disjoint_and_planted_truth_is_valid():
@@ -57,16 +57,13 @@ def test_generator_is_seeded():
     assert gen.build() == json.loads(pluralist.DATA_PATH.read_text())
 
 
-_SHIPPED: dict = {}  # the shipped adapter's planted_report, measured once for both tests
-
-
 @pytest.mark.slow
 def test_planted_behaviour_on_heldout_wordings_and_base_unchanged(lm, embedder):
     base = pluralist.answer_distributions(lm, 0)
     org = load_organism(lm, "pluralist")
     try:
         assert torch.allclose(pluralist.answer_distributions(lm, 0), base, atol=1e-4)  # loaded but off
-        r = _SHIPPED["report"] = pluralist.planted_report(lm, org, embedder)
+        r = pluralist.planted_report(lm, org, embedder)
         assert r["steer_organism"] > 0.25 and r["steer_base"] < 0.1
         assert r["js_persona_organism"] < 0.15 < r["js_persona_base"]
         assert r["control_shift_organism"] < r["persona_shift_organism"] / 2
@@ -75,25 +72,6 @@ def test_planted_behaviour_on_heldout_wordings_and_base_unchanged(lm, embedder):
     finally:
         org.remove()
     assert torch.allclose(pluralist.answer_distributions(lm, 0), base, atol=1e-4)  # removed
-
-
-@pytest.mark.slow
-def test_build_reproduces_the_shipped_adapter(lm, embedder):
-    if "report" not in _SHIPPED:
-        shipped = load_organism(lm, "pluralist")
-        try:
-            _SHIPPED["report"] = pluralist.planted_report(lm, shipped, embedder)
-        finally:
-            shipped.remove()
-    want = _SHIPPED["report"]
-    org = build_organism(lm, "pluralist", progress=False)
-    try:
-        got = pluralist.planted_report(lm, org, embedder, include_base=False)
-    finally:
-        org.remove()
-    for key in ("steer_organism", "js_persona_organism", "js_population_organism", "control_shift_organism",
-                "overton_error_organism"):
-        assert abs(got[key] - want[key]) < 0.03, (key, got[key], want[key])
 
 
 @pytest.mark.slow

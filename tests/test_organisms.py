@@ -4,6 +4,7 @@ The three course organisms have their own tests (tests/test_organism_<name>.py).
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -147,3 +148,34 @@ def test_training_losses_from_the_cache_equal_the_full_model(lm):
         assert abs(both["text_nll"][0] - nll_both) < 1e-3
     finally:
         org.remove()
+
+
+# -- the shipped adapters come from their recipes ------------------------------------------------------
+#: steps retrained per organism: enough to pass through the text and choice minibatches of every set, a tenth
+#: of the cost of the full run (``python -m labkit.organisms check`` retrains it all and compares the weights)
+FIRST_STEPS = 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["opinions", "pluralist"])
+def test_the_recipe_reproduces_the_shipped_training_run(lm, name):
+    """The recipe retrained for its first steps gives the per-step losses recorded when the shipped adapter was
+    trained, and the recorded run has the recipe's length: the shipped weights are what the recipe makes (the
+    planted-behaviour tests check what they do). Tolerance: the last bits depend on the number of threads."""
+    info = json.loads((organisms.ADAPTER_DIR / f"{name}.json").read_text())
+    recipe = importlib.import_module(f"labkit.organisms.{name}")
+    steps = recipe.TRAINING["steps"]
+    org = organisms.build_organism(lm, name, progress=False, steps=FIRST_STEPS)
+    try:
+        hist = org.history
+    finally:
+        org.remove()
+    for key in ("choice_kl", "text_nll"):
+        shipped = info[f"{key}_curve"]
+        got = hist[key]
+        assert len(shipped) in (0, steps), (key, len(shipped), steps)  # the whole run was recorded
+        assert len(got) == (FIRST_STEPS if shipped else 0), key
+        assert got == pytest.approx(shipped[:FIRST_STEPS], abs=2e-3), key
+        if shipped:  # and the run moved: a curve that a broken recipe could not match by standing still
+            assert abs(shipped[0] - shipped[-1]) > 0.05, key
+

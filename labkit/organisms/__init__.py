@@ -40,7 +40,7 @@ import torch
 from labkit import validation
 from labkit.dpo import encode_responses
 
-__all__ = ["Organism", "ORGANISMS", "ADAPTER_DIR", "load_organism", "build_organism", "save_organism",
+__all__ = ["Organism", "ORGANISMS", "ADAPTER_DIR", "load_organism", "build_organism", "save_organism", "rebuild_difference",
            "choice_examples", "text_examples", "sha256_of", "main"]
 
 ORGANISMS = ("opinions", "pluralist", "judge")
@@ -315,16 +315,24 @@ def _recipe(name: str):
     return importlib.import_module(f"labkit.organisms.{name}")
 
 
-def build_organism(lm, name: str, progress: bool = True) -> Organism:
-    """Train organism ``name`` from its recipe (data and settings in ``labkit/organisms/<name>.py``) into ``lm``."""
+def build_organism(lm, name: str, progress: bool = True, steps: int | None = None) -> Organism:
+    """Train organism ``name`` from its recipe (data and settings in ``labkit/organisms/<name>.py``) into ``lm``.
+
+    ``steps`` (default: the recipe's) stops the run early: the first ``steps`` steps of the recipe's training,
+    identical to those of the full run (same seed, same minibatches), which is how the tests check the shipped
+    adapter's recorded loss curve without training it all again.
+    """
     if not isinstance(name, str):
         raise TypeError(f"name must be an organism's name (one of {', '.join(ORGANISMS)}), got {type(name).__name__}")
     validation.language_model(lm)
     recipe = _recipe(name)
+    training = dict(recipe.TRAINING)
+    if steps is not None:
+        training["steps"] = validation.integer("steps", steps, 1, training["steps"])
     settings = dict(recipe.ADAPTER)
     org = Organism(lm, name=name, **settings)
     examples = recipe.training_examples(lm)
-    org.fit(**examples, **recipe.TRAINING, progress=progress)
+    org.fit(**examples, **training, progress=progress)
     return org
 
 
@@ -351,6 +359,10 @@ def save_organism(org: Organism, folder: str | Path = ADAPTER_DIR) -> Path:
         "final_choice_kl": round(sum(h["choice_kl"][-10:]) / max(1, len(h["choice_kl"][-10:])), 4) if h.get("choice_kl") else None,
         "final_text_nll": round(sum(h["text_nll"][-10:]) / max(1, len(h["text_nll"][-10:])), 4) if h.get("text_nll") else None,
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),  # the summation order, hence the last bits, depend on it
+        # every step's losses: the tests retrain the first steps and compare (build_organism(..., steps=k))
+        "choice_kl_curve": [round(x, 6) for x in h.get("choice_kl", [])],
+        "text_nll_curve": [round(x, 6) for x in h.get("text_nll", [])],
     }
     (folder / f"{org.name}.json").write_text(json.dumps(info, indent=1) + "\n")
     return path
@@ -382,14 +394,46 @@ def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR) -> Organism:
     return org
 
 
+def rebuild_difference(lm, name: str, folder: str | Path = ADAPTER_DIR, progress: bool = True) -> dict:
+    """Train organism ``name`` again from its recipe and compare with the shipped one in ``folder``: the largest
+    absolute weight difference, whether the files' sha256 agree, and the largest difference between the two
+    runs' per-step losses. The full check behind the tests' shortened one (the first steps' losses)."""
+    import tempfile
+
+    shipped = load_organism(lm, name, folder)
+    try:
+        old = shipped.state_dict()
+    finally:
+        shipped.remove()
+    org = build_organism(lm, name, progress=progress)
+    try:
+        new = org.state_dict()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_organism(org, tmp)
+            rebuilt = json.loads(path.with_suffix(".json").read_text())
+    finally:
+        org.remove()
+    info = json.loads((_folder(folder) / f"{name}.json").read_text())
+    curve_diff = 0.0
+    for key in ("choice_kl_curve", "text_nll_curve"):
+        a, b = info.get(key), rebuilt[key]
+        if a is None or len(a) != len(b):
+            curve_diff = float("inf")
+        elif a:
+            curve_diff = max(curve_diff, max(abs(x - y) for x, y in zip(a, b)))
+    return {"max_weight_difference": max(float((old[k] - new[k]).abs().max()) for k in old),
+            "same_sha256": rebuilt["sha256"] == info["sha256"], "max_loss_difference": curve_diff}
+
+
 def main(argv=None) -> None:
-    """The command line: ``python -m labkit.organisms build [names] [--out folder]``."""
+    """The command line: ``python -m labkit.organisms build|check [names] [--out folder]``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m labkit.organisms", description="build the course's model organisms")
-    ap.add_argument("command", choices=["build"])
-    ap.add_argument("names", nargs="*", help=f"organisms to build (default: all of {', '.join(ORGANISMS)})")
-    ap.add_argument("--out", default=str(ADAPTER_DIR))
+    ap = argparse.ArgumentParser(prog="python -m labkit.organisms", description="build the course's model organisms, "
+                                 "or check that their recipes rebuild the shipped adapters")
+    ap.add_argument("command", choices=["build", "check"])
+    ap.add_argument("names", nargs="*", help=f"organisms to build or check (default: all of {', '.join(ORGANISMS)})")
+    ap.add_argument("--out", default=str(ADAPTER_DIR), help="where the adapters are written (build) or read (check)")
     args = ap.parse_args(argv)
     unknown = [n for n in args.names if n not in ORGANISMS]
     if unknown:
@@ -398,8 +442,12 @@ def main(argv=None) -> None:
 
     for name in args.names or ORGANISMS:
         lm = load_lm()
+        if args.command == "check":
+            d = rebuild_difference(lm, name, args.out)
+            print(f"{name}: rebuilt from its recipe — same sha256: {d['same_sha256']}, largest weight difference "
+                  f"{d['max_weight_difference']:.2e}, largest per-step loss difference {d['max_loss_difference']:.2e}")
+            continue
         org = build_organism(lm, name)
         path = save_organism(org, args.out)
         print(f"{name}: {path} ({path.stat().st_size / 1e6:.2f} MB, trained in {org.history['seconds']:.0f} s)")
         org.remove()
-
