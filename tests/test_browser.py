@@ -8,6 +8,11 @@ the unfinished exercise's check, and that the ipywidgets progress bars of ``tqdm
 (not as "Error displaying widget" or plain text). A screenshot lands in
 ``tests/artifacts/browser_00_start_here.png``.
 
+A second test drives notebook 12's preference form (``labkit.widgets.preference_form``) in the same JupyterLab: a
+two-cell notebook written to ``tests/artifacts/browser_run/`` shows three pairs; the browser clicks "A is better"
+and "B is better", sees "pair 3 of 3", and the JSON file the kernel wrote is read back and checked (choices, the
+recorded order, no temporary file left). Screenshot: ``tests/artifacts/browser_preference_form.png``.
+
 The notebook runs from a copy in ``tests/artifacts/`` (git-ignored), so the repository's notebook is never
 modified; the test checks that too.
 
@@ -224,3 +229,70 @@ def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert _sha(NOTEBOOK) == before, "the repository's notebook 00 was modified"
 
+
+
+# The preference form of notebook 12 in the same JupyterLab: a two-cell notebook written next to the copy of
+# notebook 00 (tests/artifacts/, git-ignored), "Run all", then two clicks in the rendered widget.
+_PREFERENCE_PAIRS = [{"id": f"q{i}", "prompt": f"Describe thing {i} in one short sentence.",
+                      "a": f"Thing {i} is short.", "b": f"Thing {i} is a much longer answer than the other one."}
+                     for i in range(3)]
+
+
+def test_preference_form_clicks_write_the_file_in_a_real_browser(browser_tools, lab):
+    from playwright.sync_api import sync_playwright
+
+    base, token, _ = lab
+    folder = ARTIFACTS / "browser_run"
+    nb_path, out = folder / "preference_form.ipynb", folder / "browser_preferences.json"
+    out.unlink(missing_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from labkit import widgets\n"
+                                          f"pairs = {_PREFERENCE_PAIRS!r}"),
+                nbformat.v4.new_code_cell(f"widgets.preference_form(pairs, {out.name!r}, seed=1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nb_path)
+    rel = nb_path.relative_to(ROOT).as_posix()
+
+    from labkit.widgets import PreferenceAnnotations
+
+    shown = [p["shown"] for p in PreferenceAnnotations(_PREFERENCE_PAIRS, folder / "unused.json", seed=1).pairs]
+    shot = ARTIFACTS / "browser_preference_form.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_tools, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/lab/tree/{rel}?reset&token={token}", wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+            page.wait_for_function(
+                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " return !!(w && w.context && w.context.path.endsWith('preference_form.ipynb') && w.sessionContext"
+                " && w.sessionContext.session && w.sessionContext.session.kernel"
+                " && w.sessionContext.session.kernel.status === 'idle'); }", timeout=120_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+            form = page.locator(".jp-OutputArea-output .widget-vbox").first
+            form.wait_for(state="visible", timeout=120_000)
+            status = form.locator(".widget-html:has-text('pair ')").last
+            page.wait_for_function("() => document.body.innerText.includes('pair 1 of 3')", timeout=30_000)
+            assert "Describe thing 0" in form.inner_text()
+            assert not out.exists(), "the form wrote its file before any click"
+
+            form.locator("button:has-text('A is better')").click()
+            page.wait_for_function("() => document.body.innerText.includes('pair 2 of 3')", timeout=30_000)
+            form.locator("button:has-text('B is better')").click()
+            page.wait_for_function("() => document.body.innerText.includes('pair 3 of 3')", timeout=30_000)
+            page.wait_for_function("() => document.body.innerText.includes('saved 2 answers')", timeout=30_000)
+            assert "Describe thing 2" in form.inner_text() and "pair 3 of 3" in status.inner_text()
+            form.scroll_into_view_if_needed()
+            form.screenshot(path=str(shot))
+            assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
+        finally:
+            browser.close()
+    from labkit.widgets import load_preferences
+
+    saved = load_preferences(out)  # written by the kernel on each click, read back and validated
+    assert saved["answered"] == 2 and [q["choice"] for q in saved["pairs"]] == ["A", "B", None]
+    assert [q["shown"] for q in saved["pairs"]] == shown
+    assert [q["preferred"] for q in saved["pairs"]] == [shown[0][0], shown[1][1], None]
+    assert not [f.name for f in folder.glob(f".{out.name}.*.tmp")], "a temporary file was left behind"
+    assert shot.is_file() and shot.stat().st_size > 5_000
