@@ -10,6 +10,11 @@
   "Length-controlled AlpacaEval", Dubois et al., 2024).
 * Collective Constitutional AI (Anthropic & CIP, 2023; Polis, Small et al., 2021): :func:`simulate_votes`,
   :func:`opinion_groups`, :func:`group_consensus`, :func:`deduplicate`, :func:`make_constitution`.
+* Both training stages, evaluated independently of the judge: :func:`cut_echo` (the SL-CAI data: revisions cut
+  where they echo the request format); :func:`ai_preference_pairs` (order-debiased AI labels → chosen/rejected,
+  the data of RL-CAI's DPO); an evaluator that is *not* the judge — a logistic probe on
+  sentence embeddings (:func:`embedding_features`, :func:`fit_scorer`, :func:`scorer_probability`), fitted and
+  validated on the held-out labelled set :func:`load_eval_set` (written by ``tools/build_cai_eval.py``).
 
 The course's constitution, prompts, labelled judge pairs and public statements live in ``labkit/data/``
 (our own text; see the ``.md`` note next to each file).
@@ -34,6 +39,7 @@ __all__ = [
     "build_prompt", "clean_reply", "critique_revision", "yes_probability", "harmlessness_score",
     "helpfulness_score", "bootstrap_ci", "judge_ab", "judge_questions", "judge_report", "length_bias", "simulate_votes",
     "check_votes", "opinion_groups", "group_consensus", "deduplicate", "make_constitution",
+    "load_eval_set", "cut_echo", "ai_preference_pairs", "embedding_features", "fit_scorer", "scorer_probability",
 ]
 
 
@@ -123,6 +129,14 @@ def load_public_statements() -> dict:
     """Statements for the simulated public-input process (``public_statements.json``), with the planted
     agreement probability of each opinion group."""
     return _load("public_statements.json")
+
+
+def load_eval_set() -> dict:
+    """The evaluator's held-out labelled set (``cai_eval.json``, written by ``tools/build_cai_eval.py``):
+    ``labelled`` items ``{"prompt", "response", "kind" (harmless or helpful), "label" (1 good, 0 bad), "split"
+    (train or test)}`` and ``eval_prompts`` (``harmful`` and ``benign`` requests on which models are compared).
+    None of its text is shared with the judge's data or the loop's prompts."""
+    return _load("cai_eval.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,3 +512,117 @@ def make_constitution(texts: Sequence[str], name: str = "collective constitution
                    "critique": f"Point out any way the assistant's reply goes against this rule: {t}",
                    "revision": f"Rewrite the assistant's reply so it follows this rule: {t}"} for i, t in enumerate(texts)]
     return {"name": name, "principles": principles}
+
+
+# --------------------------------------------------------------------------------------------------
+# The two training stages: AI preference pairs, and an evaluator independent of the judge
+
+
+ECHO_MARKERS = ("User:", "Assistant:", "Critique:", "Rewrite", "Here is a conversation")
+
+
+def cut_echo(text: str, markers: Sequence[str] = ECHO_MARKERS) -> str:
+    """A revision as SL-CAI trains on it: cut at the first line that echoes the request format (a line that starts
+    with one of ``markers``: "User:", "Critique:", "Rewrite …"), then cleaned like :func:`clean_reply`. A small
+    model often copies its instructions into the revision; fine-tuning on those copies teaches the copying.
+    "(no reply)" when nothing is left (drop such examples)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string (a revision), got {type(text).__name__}")
+    markers = _texts(markers, "markers")
+    if any(not m.strip() for m in markers):
+        raise ValueError("markers must be non-empty strings")
+    kept = []
+    for line in text.strip().splitlines():
+        if line.strip().startswith(tuple(markers)):
+            break
+        kept.append(line)
+    return _clean("\n".join(kept))
+
+
+def ai_preference_pairs(p_ab, p_ba, margin: float = 0.0) -> dict:
+    """RLAIF labels turned into DPO pairs (Bai et al., 2022; Lee et al., 2023), with the judge's position bias
+    averaged out.
+
+    For pair i with replies X_i and Y_i, ``p_ab[i]`` = p(A) with X_i shown as A and ``p_ba[i]`` = p(A) with Y_i
+    shown as A. The order-averaged preference for X_i is p_i = (p_ab + 1 − p_ba) / 2. A pair is kept when
+    |p_i − ½| > ``margin`` (a label too close to ½ says nothing); X_i is the chosen reply when p_i > ½.
+
+    Returns ``p`` [n] (the debiased preferences), ``keep`` (indices of the kept pairs) and ``first_chosen``
+    (bool, one per kept pair: X is chosen). With replies stored as ``X + Y`` (2n texts), the kept pair i has
+    chosen index ``i`` and rejected ``n + i`` when X is chosen, the reverse otherwise."""
+    p_ab, p_ba = _probabilities(p_ab, "p_ab"), _probabilities(p_ba, "p_ba")
+    if p_ab.shape != p_ba.shape:
+        raise ValueError(f"p_ab and p_ba must hold both orders of the same pairs, got {len(p_ab)} and {len(p_ba)} values")
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < 0.5:
+        raise ValueError(f"margin is a distance from ½ in [0, 0.5), got {margin!r}")
+    p = (p_ab + 1 - p_ba) / 2
+    keep = torch.nonzero((p - 0.5).abs() > margin).flatten()
+    return {"p": p, "keep": keep, "first_chosen": p[keep] > 0.5}
+
+
+def _check_embedder(embedder) -> None:
+    if isinstance(embedder, (str, bytes)) or not callable(getattr(embedder, "encode", None)):
+        raise TypeError(f"embedder must be a sentence embedder with .encode (labkit.load_embedder()), got "
+                        f"{type(embedder).__name__}")
+
+
+def embedding_features(embedder, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+    """Features of each (prompt, response) for a judge-independent scorer: [e(r), e(p) ⊙ e(r)], where e is the
+    unit-norm sentence embedding (all-MiniLM-L6-v2). The first half says what the reply is (a refusal, a
+    concrete answer, a platitude); the elementwise product says how it relates to the request (its sum is the
+    cosine of request and reply). Returns [n, 2d] (float32)."""
+    _check_embedder(embedder)
+    prompts, responses = _texts(prompts, "prompts"), _texts(responses, "responses")
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    E = torch.as_tensor(embedder.encode(prompts + responses, convert_to_tensor=True, normalize_embeddings=True,
+                                        show_progress_bar=False)).float().cpu()
+    ep, er = E[: len(prompts)], E[len(prompts):]
+    return torch.cat([er, ep * er], dim=1)
+
+
+def fit_scorer(features, labels, C: float = 1.0):
+    """A logistic-regression probe (scikit-learn, L2 penalty with inverse strength ``C``) that predicts a binary
+    label (1 = harmless, or helpful) from :func:`embedding_features`:
+
+        p(y = 1 | x) = σ(wᵀx + b),  minimising  ½‖w‖² + C Σ_i log-loss_i.
+
+    It is fitted on course-written labelled replies, never on the AI judge's labels, so it can evaluate models
+    trained on those labels. Validate it on held-out requests (:func:`load_eval_set`'s ``test`` split) before
+    trusting its scores. Returns the fitted estimator."""
+    from sklearn.linear_model import LogisticRegression
+
+    X = _features(features, "features")
+    if isinstance(labels, (str, bytes)):
+        raise TypeError("labels must be one 0/1 label per row of features, got a string")
+    y = torch.as_tensor(labels)
+    if y.dim() != 1 or len(y) != len(X):
+        raise ValueError(f"labels must be one 0/1 label per row of features ({len(X)}), got shape {tuple(y.shape)}")
+    if not ((y == 0) | (y == 1)).all():
+        raise ValueError("labels must be 0 (bad reply) or 1 (good reply)")
+    if len(y.unique()) < 2:
+        raise ValueError("labels hold one class only: the scorer needs good and bad replies to learn from")
+    if isinstance(C, bool) or not isinstance(C, numbers.Real) or not np.isfinite(C) or C <= 0:
+        raise ValueError(f"C (the inverse regularisation strength) must be a positive number, got {C!r}")
+    return LogisticRegression(C=float(C), max_iter=2000).fit(X.numpy(), y.long().numpy())
+
+
+def scorer_probability(scorer, features) -> torch.Tensor:
+    """p(label = 1) of each row of ``features`` under a scorer from :func:`fit_scorer`: [n] (float64)."""
+    if not callable(getattr(scorer, "predict_proba", None)):
+        raise TypeError(f"scorer must be a fitted scorer from fit_scorer(...), got {type(scorer).__name__}")
+    X = _features(features, "features")
+    if X.shape[1] != scorer.coef_.shape[1]:
+        raise ValueError(f"features have {X.shape[1]} columns but the scorer was fitted on {scorer.coef_.shape[1]}")
+    return torch.as_tensor(scorer.predict_proba(X.numpy())[:, 1], dtype=torch.float64)
+
+
+def _features(features, name: str) -> torch.Tensor:
+    if isinstance(features, (str, bytes)):
+        raise TypeError(f"{name} must be an [n, d] tensor (embedding_features(...)), got a string")
+    X = torch.as_tensor(features, dtype=torch.float64)
+    if X.dim() != 2 or X.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty [n, d] tensor, got shape {tuple(X.shape)}")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} has NaN or infinite entries")
+    return X

@@ -165,3 +165,130 @@ def test_critique_revision_is_batched_and_shaped(lm):
         ca.critique_revision(lm, prompts, [], n_rounds=1)
     with pytest.raises(ValueError, match="one per prompt"):
         ca.critique_revision(lm, prompts, [c[0]], n_rounds=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two training stages: AI preference pairs, the SL data filter, the judge-independent evaluator
+
+
+def test_eval_set_is_consistent_and_independent_of_the_judge():
+    """The shipped file is what the seeded script writes, has both kinds, labels and splits, and shares no run of six
+    words with the judge's data or the loop's prompts."""
+    from tools import build_cai_eval
+
+    ev = ca.load_eval_set()
+    assert ev == json_roundtrip(build_cai_eval.build())
+    assert build_cai_eval.overlap(ev) == []
+    for kind in ("harmless", "helpful"):
+        for split in ("train", "test"):
+            items = [x for x in ev["labelled"] if x["kind"] == kind and x["split"] == split]
+            assert {x["label"] for x in items} == {0, 1}
+        train_prompts = {x["prompt"] for x in ev["labelled"] if x["kind"] == kind and x["split"] == "train"}
+        test_prompts = {x["prompt"] for x in ev["labelled"] if x["kind"] == kind and x["split"] == "test"}
+        assert train_prompts and test_prompts and not train_prompts & test_prompts  # held out by request
+    loop = {p["prompt"] for g in ca.load_prompts().values() for p in g}
+    labelled = {x["prompt"] for x in ev["labelled"]}
+    evalp = set(ev["eval_prompts"]["harmful"] + ev["eval_prompts"]["benign"])
+    assert not (evalp & loop) and not (evalp & labelled) and not (labelled & loop)
+
+
+def json_roundtrip(x):
+    import json
+
+    return json.loads(json.dumps(x))
+
+
+def test_the_overlap_check_catches_a_copied_sentence():
+    from tools import build_cai_eval
+
+    copied = ca.load_judge_pairs()["labelled"][0]["better"]
+    assert build_cai_eval.overlap({"labelled": [{"response": copied}]})
+
+
+def test_ai_preference_pairs_average_the_orders_by_hand():
+    # pair 0: X preferred in both orders; pair 1: a pure position bias (says A both times) -> p = 1/2, dropped;
+    # pair 2: Y preferred; pair 3: a weak preference for X inside the margin
+    p_ab = torch.tensor([0.9, 0.8, 0.3, 0.53])
+    p_ba = torch.tensor([0.2, 0.8, 0.6, 0.49])
+    out = ca.ai_preference_pairs(p_ab, p_ba, margin=0.05)
+    assert torch.allclose(out["p"], torch.tensor([0.85, 0.5, 0.35, 0.52], dtype=torch.float64))
+    assert out["keep"].tolist() == [0, 2]
+    assert out["first_chosen"].tolist() == [True, False]
+    assert ca.ai_preference_pairs(p_ab, p_ba)["keep"].tolist() == [0, 2, 3]  # margin 0 keeps every non-tie
+    # the swap symmetry: exchanging the replies (and so the two orders) flips every verdict
+    swapped = ca.ai_preference_pairs(p_ba, p_ab)
+    assert torch.allclose(swapped["p"], 1 - ca.ai_preference_pairs(p_ab, p_ba)["p"])
+
+
+def test_ai_preference_pairs_refuse_bad_input():
+    with pytest.raises(ValueError, match="both orders of the same pairs"):
+        ca.ai_preference_pairs([0.5, 0.6], [0.5])
+    with pytest.raises(ValueError, match="margin"):
+        ca.ai_preference_pairs([0.5], [0.5], margin=0.5)
+    with pytest.raises(ValueError, match="probabilities"):
+        ca.ai_preference_pairs([1.5], [0.5])
+
+
+def test_cut_echo_cuts_at_the_first_echoed_line():
+    assert ca.cut_echo("Be kind to her.\nRewrite the assistant's reply\nmore") == "Be kind to her."
+    assert ca.cut_echo("Line one.\nLine two.\nUser: How do I ...") == "Line one.\nLine two."
+    assert ca.cut_echo("User: How can I cheat?\nCritique: none") == "(no reply)"
+    assert ca.cut_echo("  Rewritten reply: Ask your teacher for help.  ") == "Ask your teacher for help."
+    assert ca.cut_echo("Nothing to cut here.") == "Nothing to cut here."
+    assert ca.cut_echo("A.\nSTOP here", markers=["STOP"]) == "A."
+    with pytest.raises(TypeError, match="text must be a string"):
+        ca.cut_echo(None)
+
+
+class _BagOfWords:
+    """A deterministic stand-in for the sentence embedder: hashed word counts, unit norm."""
+
+    def encode(self, texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False):
+        out = torch.zeros(len(texts), 64)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, sum(map(ord, w)) % 64] += 1
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def test_embedding_features_are_reply_and_product():
+    emb = _BagOfWords()
+    X = ca.embedding_features(emb, ["a b", "c"], ["a b", "d e"])
+    e = emb.encode(["a b", "c", "a b", "d e"])
+    assert X.shape == (2, 128)
+    assert torch.allclose(X[:, :64], e[2:])
+    assert torch.allclose(X[:, 64:], e[:2] * e[2:])
+    assert torch.allclose(X[0, 64:].sum(), torch.tensor(1.0))  # the product sums to the cosine: same text -> 1
+
+
+def test_fit_scorer_separates_a_planted_direction_and_generalises():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, generator=g)
+    X = torch.randn(200, 8, generator=g)
+    y = (X @ w > 0).long()
+    scorer = ca.fit_scorer(X[:150], y[:150], C=10.0)
+    p = ca.scorer_probability(scorer, X[150:])
+    assert p.shape == (50,) and p.dtype == torch.float64 and ((p >= 0) & (p <= 1)).all()
+    assert ((p > 0.5).long() == y[150:]).double().mean() > 0.9
+    # and the probability is the logistic of the fitted linear score
+    z = torch.as_tensor(scorer.decision_function(X[150:].double().numpy()))
+    assert torch.allclose(p, torch.sigmoid(z), atol=1e-10)
+
+
+def test_scorer_refuses_bad_input():
+    X = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="one class only"):
+        ca.fit_scorer(X, [1] * 6)
+    with pytest.raises(ValueError, match="0 \\(bad reply\\) or 1"):
+        ca.fit_scorer(X, [0, 1, 2, 0, 1, 0])
+    with pytest.raises(ValueError, match="one 0/1 label per row"):
+        ca.fit_scorer(X, [0, 1])
+    s = ca.fit_scorer(X, [0, 1, 0, 1, 0, 1])
+    with pytest.raises(ValueError, match="columns"):
+        ca.scorer_probability(s, torch.randn(2, 4))
+    with pytest.raises(TypeError, match="fitted scorer"):
+        ca.scorer_probability("probe", X)
+    with pytest.raises(TypeError, match="embedder must be"):
+        ca.embedding_features("all-MiniLM", ["q"], ["a"])
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        ca.embedding_features(_BagOfWords(), ["q", "r"], ["a"])

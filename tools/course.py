@@ -116,7 +116,7 @@ EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
     "total_effect": (1, 10), "natural_indirect_effect": (1, 5), "set_neurons": (2, 20),
     "weat_effect_size": (2, 15), "weat_p_value": (2, 25), "position_bias": (1, 10),
     "aggregate_stances": (1, 15), "fit_bradley_terry": (3, 35),
-    "bt_loss": (1, 10), "kl_regularised_policy": (1, 10),
+    "bt_loss": (1, 10), "kl_regularised_policy": (1, 10), "rloo_advantages": (1, 10),
     "dpo_loss": (1, 10), "sequence_logprobs": (2, 15),
     "e_step": (1, 10), "maxmin_grid": (2, 20), "js_distance": (2, 15),
     "build_prompt": (2, 15), "group_consensus": (2, 15),
@@ -136,6 +136,7 @@ EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
     "dpo_train_step": (2, 20),  # 12
     "em_groups": (3, 35),  # 13
     "critique_revision": (2, 25),  # 14
+    "dpo_pairs": (1, 10),  # 14 (issue 19: the RL-CAI pairs)
     "label_gaps": (2, 20),  # 15
 }
 

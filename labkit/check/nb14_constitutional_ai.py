@@ -8,7 +8,7 @@ import torch
 
 from ._machinery import Case, Exercise, course_model
 
-__all__ = ["build_prompt", "group_consensus", "critique_revision"]
+__all__ = ["build_prompt", "group_consensus", "critique_revision", "dpo_pairs"]
 
 _PRINCIPLE = {
     "id": "kindness", "text": "Be kind.",
@@ -242,3 +242,73 @@ def _loop_mistakes() -> dict[str, Callable]:
 critique_revision = Exercise("critique_revision", _loop_reference, _loop_cases, _loop_mistakes())
 critique_revision.__doc__ = ("Check ``critique_revision(lm, prompts, principles, n_rounds, max_new_tokens, critique_tokens, "
                              "initial=None)``: the critique → revision loop around the generation call.")
+
+
+# -- dpo_pairs -------------------------------------------------------------------------------------
+
+
+def _pairs_reference(p_ab, p_ba, margin=0.0):
+    """Order-averaged AI labels → [k, 2] (chosen, rejected) indices into the replies stored as X + Y."""
+    from labkit.constitutional import ai_preference_pairs
+
+    out = ai_preference_pairs(p_ab, p_ba, margin)
+    n, keep, first = len(out["p"]), out["keep"], out["first_chosen"]
+    return torch.stack([torch.where(first, keep, keep + n), torch.where(first, keep + n, keep)], dim=1)
+
+
+def _pairs_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        Case("four pairs by hand, margin 0.05 (a pure position bias, a preference each way, one inside the margin)",
+             (torch.tensor([0.9, 0.8, 0.3, 0.53], dtype=torch.float64), torch.tensor([0.1, 0.8, 0.6, 0.49], dtype=torch.float64)),
+             {"margin": 0.05}),
+        Case("a judge biased towards A: p(A) high in both orders", (torch.tensor([0.95, 0.9, 0.7], dtype=torch.float64),
+                                                                   torch.tensor([0.6, 0.92, 0.97], dtype=torch.float64))),
+        Case("20 random pairs, margin 0.1", (torch.rand(20, generator=g, dtype=torch.float64),
+                                            torch.rand(20, generator=g, dtype=torch.float64)), {"margin": 0.1}),
+    ]
+
+
+def _pairs_mistakes() -> dict[str, Callable]:
+    def pairs(p, keep, swap=False):
+        n, first = len(p), p[keep] > 0.5
+        if swap:
+            first = ~first
+        return torch.stack([torch.where(first, keep, keep + n), torch.where(first, keep + n, keep)], dim=1)
+
+    def kept(p, margin, absolute=True):
+        d = (p - 0.5).abs() if absolute else p - 0.5
+        return torch.nonzero(d > margin).flatten()
+
+    def one_order(p_ab, p_ba, margin=0.0):
+        p = p_ab.double()
+        return pairs(p, kept(p, margin))
+
+    def plain_mean(p_ab, p_ba, margin=0.0):
+        p = ((p_ab + p_ba) / 2).double()
+        return pairs(p, kept(p, margin))
+
+    def keep_all(p_ab, p_ba, margin=0.0):
+        p = ((p_ab + 1 - p_ba) / 2).double()
+        return pairs(p, kept(p, -1.0))
+
+    def swapped(p_ab, p_ba, margin=0.0):
+        p = ((p_ab + 1 - p_ba) / 2).double()
+        return pairs(p, kept(p, margin), swap=True)
+
+    def one_sided(p_ab, p_ba, margin=0.0):
+        p = ((p_ab + 1 - p_ba) / 2).double()
+        return pairs(p, kept(p, margin, absolute=False))
+
+    return {
+        "average BOTH orders: p = (p_ab + 1 − p_ba) / 2; p_ab alone carries the judge's position bias.": one_order,
+        "in the swapped order p_ba is p(A) for the OTHER reply: use 1 − p_ba, not p_ba.": plain_mean,
+        "drop the pairs whose label is within the margin of ½ (keep |p − ½| > margin).": keep_all,
+        "p > ½ means reply X (index i) is CHOSEN: the row is (i, n + i); the rejected reply is n + i.": swapped,
+        "keep pairs that lean either way: |p − ½| > margin, with the absolute value.": one_sided,
+    }
+
+
+dpo_pairs = Exercise("dpo_pairs", _pairs_reference, _pairs_cases(), _pairs_mistakes())
+dpo_pairs.__doc__ = ("Check ``dpo_pairs(p_ab, p_ba, margin=0.0)``: order-averaged AI labels → a [k, 2] tensor of "
+                     "(chosen, rejected) indices into the replies stored as X + Y.")
