@@ -157,6 +157,8 @@ FIRST_STEPS = 6
 
 
 @pytest.mark.slow
+# (the judge was trained before fit() dropped all-padding columns, so its run was not recorded and the current
+# recipe does not rebuild it bit for bit: tests/test_organism_judge.py retrains it in full and compares)
 @pytest.mark.parametrize("name", ["opinions", "pluralist"])
 def test_the_recipe_reproduces_the_shipped_training_run(lm, name):
     """The recipe retrained for its first steps gives the per-step losses recorded when the shipped adapter was
