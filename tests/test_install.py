@@ -594,6 +594,62 @@ def test_a_folder_saved_with_save_pretrained_loads(lm, tmp_path):
         load_lm(tmp_path / "empty")
 
 
+def test_a_folder_loads_with_device_map_auto_and_in_half_precision(lm, tmp_path, monkeypatch):
+    """device_map="auto" goes through accelerate to from_pretrained (on this CPU machine: every part on the CPU);
+    bfloat16 and float16 load and run on the CPU too (close to float32); "auto" is float32 on the CPU."""
+    model = tiny_llama()
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    ids = torch.tensor([lm.encode("Mary gave the book to")])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    from transformers import AutoModelForCausalLM
+
+    calls, original = [], AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        calls.append(kwargs)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    mapped = load_lm(folder, device_map="auto")
+    monkeypatch.undo()
+    assert [c.get("device_map") for c in calls] == ["auto"] and calls[0]["dtype"] == torch.float32
+    assert {p.device.type for p in mapped.model.parameters()} == {get_device().type}  # one device: all on it
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.model(input_ids=ids.to(mapped.device)).logits.cpu(), expected)
+    for dtype, tol in (("bfloat16", 2e-2), (torch.float16, 2e-3), ("auto", 0.0)):
+        loaded = load_lm(folder, device="cpu", dtype=dtype)
+        assert loaded.dtype == (torch.float32 if dtype == "auto" else L.DTYPES.get(dtype, dtype))
+        with torch.no_grad():
+            got = loaded.model(input_ids=ids).logits.float()
+        torch.testing.assert_close(got, expected, rtol=0, atol=max(tol, 1e-6))
+        assert float((got - expected).abs().max()) <= tol
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"device_map": "everywhere"}, ValueError, "device_map must be None, 'auto' or a dict"),
+    ({"device_map": "auto", "device": "cpu"}, ValueError, "give device or device_map, not both"),
+    ({"dtype": "float64"}, ValueError, "dtype must be one of float32, bfloat16, float16 or 'auto'"),
+])
+def test_bad_device_map_and_dtype_are_refused_before_loading(tmp_path, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        load_lm(tmp_path, **kwargs)  # an empty folder: the options are refused before anything is read
+
+
+def test_device_map_for_the_course_model_says_what_to_do():
+    with pytest.raises(ValueError, match="device_map is for models larger than one device.*use device="):
+        load_lm(device_map="auto")
+
+
+def test_hub_id_with_device_map_while_offline_fails_fast():
+    t0 = time.perf_counter()
+    with pytest.raises(OfflineModelError, match="'Qwen/Qwen2.5-0.5B-Instruct' is a Hugging Face hub id"):
+        load_lm("Qwen/Qwen2.5-0.5B-Instruct", device_map="auto", dtype="bfloat16")
+    assert time.perf_counter() - t0 < 5
+
+
 # --------------------------------------------------------------------------------------------------
 # Missing or damaged packages
 

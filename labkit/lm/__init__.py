@@ -7,7 +7,8 @@
   (with a shared-prefix key/value cache), continuation and answer-option scoring, generation with the chat
   template, every layer's residual stream in one pass, running the model up to a site or from a layer;
 * :mod:`labkit.lm.hooks` — the activation sites (``resid_pre.L``, ``head.L``, ``mlp_post.L``, …) with
-  ``capture`` and ``patch``, and the model's layout;
+  ``capture`` and ``patch``, and the model's layout, for the families of ``hooks.FAMILIES`` (Llama, Mistral,
+  Qwen2, OLMo, Phi-3, Gemma 2/3, GPT-2, GPT-NeoX/Pythia);
 * :mod:`labkit.lm.interventions` — the one intervention engine (``run_interventions``), the head, neuron and
   residual intervention builders, exact activation patching, attribution patching and its IG version.
 

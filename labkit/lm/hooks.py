@@ -13,17 +13,29 @@ Every notebook that looks inside the model names an activation the same way, ``"
 * ``mlp_out.L``: output of the MLP sub-layer, before the residual add, [batch, seq, d_model];
 * ``resid_post.L``: output of decoder block L (the same tensor as ``resid_pre.L+1``), [batch, seq, d_model].
 
-Layers count from 0. In both supported families ``resid_post.L = resid_pre.L + attn_out.L + mlp_out.L`` and
-``attn_out.L`` is the output projection applied to ``head.L`` (flattened to [batch, seq, heads * d_head]).
+Layers count from 0. In every supported family ``resid_post.L = resid_pre.L + attn_out.L + mlp_out.L``: the two
+sub-layers' outputs are what the block adds to its residual stream (for GPT-NeoX/Pythia, whose attention and MLP
+read the same ``resid_pre.L`` in parallel, too).
 
-Two families are supported, recognised by their module structure:
+The supported families (:data:`FAMILIES`, one declarative entry each: the module paths of the sites), recognised
+by the config's ``model_type`` and checked against the modules; any other model raises ``ValueError`` naming them:
 
-* the **Llama** layout (Llama, SmolLM2 — the course model —, Mistral, Qwen2 …): ``model.layers[L]`` with
-  ``self_attn.o_proj`` and ``mlp.{gate,up,down}_proj``; ``mlp_post`` is ``act(gate(x)) * up(x)``, the input of
-  ``mlp.down_proj``; ``embed`` is ``model.embed_tokens`` and equals ``resid_pre.0``.
-* **GPT-2**: ``transformer.h[L]`` with ``attn.c_proj`` and ``mlp.c_proj``; ``mlp_post`` is ``act(c_fc(x))``, the
-  input of ``mlp.c_proj``. ``embed`` is the output of the token embedding ``wte`` alone: GPT-2 adds its position
-  embedding afterwards, so ``resid_pre.0 = embed + wpe(positions)``.
+* the **Llama** layout — ``llama`` (Llama, SmolLM2: the course model), ``mistral``, ``qwen2`` (Qwen2, Qwen2.5),
+  ``olmo``, and ``phi3`` (its q/k/v and gate/up projections fused into one matrix each): ``model.layers[L]``
+  with ``self_attn.o_proj`` (``head`` is its input, ``attn_out`` the attention's output) and
+  ``mlp.down_proj`` (``mlp_post`` = ``act(gate(x)) * up(x)`` is its input); ``embed`` is ``model.embed_tokens``
+  and equals ``resid_pre.0``;
+* **Gemma 2 / Gemma 3** (text) — ``gemma2``, ``gemma3``: the Llama paths, but each sub-layer's output is normed
+  again before the residual add, so ``attn_out`` is the output of ``post_attention_layernorm`` (the norm of
+  ``o_proj(head)``, no longer linear in ``head``) and ``mlp_out`` that of ``post_feedforward_layernorm``;
+  ``embed`` includes Gemma's √d_model scaling (done inside its embedding module) and equals ``resid_pre.0``.
+  Attention patterns include Gemma's logit soft-capping and sliding-window masks;
+* **GPT-2** — ``gpt2``: ``transformer.h[L]`` with ``attn.c_proj`` and ``mlp.c_proj``; ``mlp_post`` is
+  ``act(c_fc(x))``. ``embed`` is the output of the token embedding ``wte`` alone: GPT-2 adds its position
+  embedding afterwards, so ``resid_pre.0 = embed + wpe(positions)``;
+* **GPT-NeoX** — ``gpt_neox`` (Pythia): ``gpt_neox.layers[L]`` with ``attention.dense`` and
+  ``mlp.dense_4h_to_h``; ``embed`` is ``gpt_neox.embed_in`` (= ``resid_pre.0``), the final norm
+  ``final_layer_norm``.
 
 Use them with two context managers, which always remove their hooks on exit, also when an error is raised::
 
@@ -58,7 +70,7 @@ from torch import nn
 
 __all__ = [
     "sites", "parse_site", "capture", "patch", "run_with_cache", "stop_after", "start_at", "Cache", "Layout", "layout",
-    "hf_module", "LAYER_KINDS", "MODEL_KINDS",
+    "hf_module", "LAYER_KINDS", "MODEL_KINDS", "Family", "FAMILIES",
 ]
 
 #: Site kinds that need a layer, in the order a forward pass meets them.
@@ -66,34 +78,86 @@ LAYER_KINDS = ("resid_pre", "pattern", "head", "attn_out", "mlp_post", "mlp_out"
 #: Site kinds without a layer.
 MODEL_KINDS = ("embed",)
 
-# Where each kind lives inside a decoder block: (path of the submodule, "input" or "output" of it).
-_BLOCK_SITES = {
-    "llama": {
-        "resid_pre": ("", "input"),
-        "pattern": ("self_attn.labkit_pattern", "output"),
-        "head": ("self_attn.o_proj", "input"),
-        "attn_out": ("self_attn", "output"),
-        "mlp_post": ("mlp.down_proj", "input"),
-        "mlp_out": ("mlp", "output"),
-        "resid_post": ("", "output"),
-    },
-    "gpt2": {
-        "resid_pre": ("", "input"),
-        "pattern": ("attn.labkit_pattern", "output"),
-        "head": ("attn.c_proj", "input"),
-        "attn_out": ("attn", "output"),
-        "mlp_post": ("mlp.c_proj", "input"),
-        "mlp_out": ("mlp", "output"),
-        "resid_post": ("", "output"),
-    },
-}
-# Submodules a block must have to be recognised as that family.
-_REQUIRED = {
-    "llama": (
-        "input_layernorm", "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"
-    ),
-    "gpt2": ("ln_1", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"),
-}
+@dataclass(frozen=True)
+class Family:
+    """Where one architecture keeps its parts: a declarative entry of :data:`FAMILIES`, no code.
+
+    Paths are attribute paths: ``decoder`` from the ``*ForCausalLM`` model to the decoder stack; ``layers``,
+    ``embed`` and ``norm`` inside the decoder; the others inside one decoder block. ``out_proj`` is the
+    attention output projection (``head`` is its input), ``attn_out`` and ``mlp_out`` the modules whose
+    outputs are the two sub-layers' contributions to the residual stream, ``down_proj`` the MLP's last
+    projection (``mlp_post`` is its input), ``d_head`` the attention module's attribute holding the head size.
+    Defaults are the Llama layout; an entry states only where its architecture differs.
+    """
+
+    name: str
+    title: str
+    model_types: tuple[str, ...]
+    decoder: str = "model"
+    layers: str = "layers"
+    embed: str = "embed_tokens"
+    norm: str = "norm"
+    attention: str = "self_attn"
+    d_head: str = "head_dim"
+    out_proj: str = "self_attn.o_proj"
+    attn_out: str = "self_attn"
+    down_proj: str = "mlp.down_proj"
+    mlp_out: str = "mlp"
+    required: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj")
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"name must be an identifier like 'llama', got {self.name!r}")
+        if (not isinstance(self.model_types, tuple) or not self.model_types
+                or any(not isinstance(t, str) or not t for t in self.model_types)):
+            raise ValueError(f"model_types must be a non-empty tuple of config model_type strings, got {self.model_types!r}")
+        paths = {k: getattr(self, k) for k in ("title", "decoder", "layers", "embed", "norm", "attention", "d_head",
+                                               "out_proj", "attn_out", "down_proj", "mlp_out")}
+        for key, value in paths.items():
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key} must be a non-empty string (a module path), got {value!r}")
+        if not isinstance(self.required, tuple) or any(not isinstance(r, str) or not r for r in self.required):
+            raise ValueError(f"required must be a tuple of module paths, got {self.required!r}")
+
+    def sites(self) -> dict[str, tuple[str, str]]:
+        """Each layer kind's (path inside a block, ``"input"`` or ``"output"`` of that module)."""
+        return {
+            "resid_pre": ("", "input"),
+            "pattern": (f"{self.attention}.{_PATTERN_MODULE}", "output"),
+            "head": (self.out_proj, "input"),
+            "attn_out": (self.attn_out, "output"),
+            "mlp_post": (self.down_proj, "input"),
+            "mlp_out": (self.mlp_out, "output"),
+            "resid_post": ("", "output"),
+        }
+
+
+_GEMMA = {"attn_out": "post_attention_layernorm", "mlp_out": "post_feedforward_layernorm",
+          "required": ("input_layernorm", "pre_feedforward_layernorm", "mlp.gate_proj", "mlp.up_proj")}
+
+#: The supported architectures, by ``Layout.family`` name (tested in tests/test_architectures.py).
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("llama", "Llama, SmolLM2", ("llama",)),
+    Family("mistral", "Mistral", ("mistral",)),
+    Family("qwen2", "Qwen2, Qwen2.5", ("qwen2",)),
+    Family("olmo", "OLMo", ("olmo",)),
+    Family("phi3", "Phi-3", ("phi3",), required=("input_layernorm", "post_attention_layernorm", "self_attn.qkv_proj",
+                                                 "mlp.gate_up_proj")),
+    Family("gemma2", "Gemma 2", ("gemma2",), **_GEMMA),
+    Family("gemma3", "Gemma 3 text", ("gemma3_text",), **_GEMMA),
+    Family("gpt2", "GPT-2", ("gpt2",), decoder="transformer", layers="h", embed="wte", norm="ln_f", attention="attn",
+           out_proj="attn.c_proj", attn_out="attn", down_proj="mlp.c_proj", required=("ln_1", "ln_2", "mlp.c_fc")),
+    Family("gpt_neox", "GPT-NeoX, Pythia", ("gpt_neox",), decoder="gpt_neox", embed="embed_in",
+           norm="final_layer_norm", attention="attention", d_head="head_size", out_proj="attention.dense",
+           attn_out="attention", down_proj="mlp.dense_4h_to_h",
+           required=("input_layernorm", "post_attention_layernorm", "mlp.dense_h_to_4h")),
+)}
+_BY_MODEL_TYPE = {t: f for f in FAMILIES.values() for t in f.model_types}
+
+
+def _supported() -> str:
+    return "; ".join(f"{f.name} ({f.title})" for f in FAMILIES.values())
+
 
 Edit = Union[torch.Tensor, Callable[[torch.Tensor], Union[torch.Tensor, None]]]
 
@@ -106,9 +170,10 @@ Edit = Union[torch.Tensor, Callable[[torch.Tensor], Union[torch.Tensor, None]]]
 class Layout:
     """Where the parts of one model live: what every labkit function that looks inside a model goes through.
 
-    ``family`` is ``"llama"`` or ``"gpt2"``; ``decoder`` is the stack without the output layer
-    (``LlamaModel``, ``GPT2Model``), whose ``layers`` are the decoder blocks; ``norm`` is the final norm and
-    ``unembed`` the output layer (``lm_head``), so ``logits = unembed(norm(resid_post.<last>))``.
+    ``family`` names an entry of :data:`FAMILIES` (``"llama"``, ``"gpt2"``, ``"gemma2"`` …); ``decoder`` is the
+    stack without the output layer (``LlamaModel``, ``GPT2Model``), whose ``layers`` are the decoder blocks;
+    ``norm`` is the final norm and ``unembed`` the output layer (``lm_head``), so ``logits = unembed(norm(resid_post.<last>))``
+    (Gemma then soft-caps the logits: ``c · tanh(logits / c)``, ``c = config.final_logit_softcapping``).
     """
 
     family: str
@@ -121,8 +186,8 @@ class Layout:
     d_head: int
 
     def __post_init__(self):
-        if self.family not in _BLOCK_SITES:
-            raise ValueError(f"family must be 'llama' or 'gpt2', got {self.family!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {self.family!r}")
         if not isinstance(self.layers, nn.ModuleList) or len(self.layers) == 0:
             raise ValueError("layers must be a non-empty torch.nn.ModuleList of decoder blocks")
 
@@ -134,7 +199,7 @@ class Layout:
             raise ValueError(f"layer {layer!r} out of range: this model has {len(self.layers)} layers")
         if kind == "embed":
             return self.embed, "output"
-        path, where = _BLOCK_SITES[self.family][kind]
+        path, where = FAMILIES[self.family].sites()[kind]
         block = _real_block(self.layers[layer])
         if kind == "pattern":
             attention = block.get_submodule(path.rpartition(".")[0])
@@ -157,35 +222,34 @@ def hf_module(model) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def _has(module: nn.Module, paths: Sequence[str]) -> bool:
-    try:
-        for path in paths:
-            module.get_submodule(path)
-    except AttributeError:
-        return False
-    return True
-
-
 def layout(model) -> Layout:
-    """Recognise the model's family from its modules; raise ``ValueError`` for an unsupported one."""
+    """Recognise the model's family from its config's ``model_type`` (:data:`FAMILIES`) and check that its modules
+    are where the family keeps them; raise ``ValueError`` naming the supported families otherwise."""
     hf = hf_module(model)
     config = getattr(hf, "config", None)
-    n_heads = getattr(config, "num_attention_heads", None)
-    unembed = getattr(hf, "lm_head", None)
-    base = getattr(hf, "model", hf)  # LlamaForCausalLM.model is the LlamaModel
-    layers = getattr(base, "layers", None)
-    first = _real_block(layers[0]) if isinstance(layers, nn.ModuleList) and len(layers) else None
-    if first is not None and _has(first, _REQUIRED["llama"]) and n_heads:
-        return Layout("llama", base, base.embed_tokens, layers, base.norm, unembed, n_heads, first.self_attn.head_dim)
-    base = getattr(hf, "transformer", hf)  # GPT2LMHeadModel.transformer is the GPT2Model
-    layers = getattr(base, "h", None)
-    first = _real_block(layers[0]) if isinstance(layers, nn.ModuleList) and len(layers) else None
-    if first is not None and _has(first, _REQUIRED["gpt2"]) and n_heads:
-        return Layout("gpt2", base, base.wte, layers, base.ln_f, unembed, n_heads, first.attn.head_dim)
-    raise ValueError(
-        f"unsupported model {type(hf).__name__}: labkit.lm.hooks knows the Llama layout "
-        f"(model.layers[L].self_attn.o_proj, .mlp.down_proj) and GPT-2 (transformer.h[L].attn.c_proj, .mlp.c_proj)"
-    )
+    model_type = getattr(config, "model_type", None)
+    family = _BY_MODEL_TYPE.get(model_type)
+    if family is None:
+        raise ValueError(
+            f"unsupported model {type(hf).__name__} (model_type {model_type!r}): labkit.lm.hooks supports the "
+            f"families {_supported()}"
+        )
+    try:
+        base = hf.get_submodule(family.decoder)
+        layers = base.get_submodule(family.layers)
+        first = _real_block(layers[0])
+        for path in (*family.required, family.attention, family.out_proj, family.attn_out, family.down_proj,
+                     family.mlp_out):
+            first.get_submodule(path)
+        layout = Layout(family.name, base, base.get_submodule(family.embed), layers, base.get_submodule(family.norm),
+                        getattr(hf, "lm_head", None), config.num_attention_heads,
+                        getattr(first.get_submodule(family.attention), family.d_head))
+    except (AttributeError, IndexError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"model {type(hf).__name__} says it is a {model_type!r} model, but its modules are not where the "
+            f"{family.name} family keeps them ({e}); supported families: {_supported()}"
+        ) from e
+    return layout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,15 +365,20 @@ class _Pattern(nn.Module):
         return probs
 
 
-def _pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0, **kwargs):
-    """Eager attention (as the Llama and GPT-2 implementations of transformers write it), with the softmax
-    probabilities passed through ``module.labkit_pattern`` so that hooks can read or replace them."""
+def _pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0,
+                       softcap: float | None = None, **kwargs):
+    """Eager attention (as the eager implementations of transformers write it for every family of
+    :data:`FAMILIES`), with the softmax probabilities passed through ``module.labkit_pattern`` so that hooks can
+    read or replace them. Gemma's logit soft-capping ``softcap · tanh(s / softcap)`` is applied before the mask
+    (Gemma Team 2024); sliding windows are part of the mask that transformers builds for each layer."""
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
         scores = scores + attention_mask[..., : key.shape[-2]]
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)

@@ -76,15 +76,39 @@ def _resolve_name(name) -> tuple[str, str | Path]:
     return "hub", name
 
 
-def _check_dtype(dtype) -> torch.dtype:
+def _check_dtype(dtype, device: torch.device) -> torch.dtype:
+    """``dtype`` as a torch dtype; ``"auto"`` is float32 on the CPU (and MPS), bfloat16 on a GPU that supports it,
+    else float16."""
+    if isinstance(dtype, str) and dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    if dtype in DTYPES.values():
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
-    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} (as torch dtypes or names), got {dtype!r}")
+    raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or 'auto' (as torch dtypes or names), got {dtype!r}")
 
 
-def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
+def _check_device_map(device_map, device, kind: str):
+    if device_map is None:
+        return None
+    if not (device_map == "auto" or isinstance(device_map, dict)):
+        raise ValueError(f"device_map must be None, 'auto' or a dict from module names to devices, got {device_map!r}")
+    if device is not None:
+        raise ValueError("give device or device_map, not both: device_map places the model's parts itself")
+    if kind == "course":
+        raise ValueError("device_map is for models larger than one device (hub ids and folders); the course model "
+                         "fits on any one device: use device=... instead")
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModuleNotFoundError("device_map needs the accelerate package: pip install accelerate")
+    return device_map
+
+
+def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dtype: torch.dtype | str = torch.float32,
+            device_map: str | dict | None = None):
     """Load a causal language model and its tokenizer as a :class:`LanguageModel`.
 
     ``name`` is a course model (``"smollm2-135m-instruct"``, offline, from the labkit cache; the cache is built
@@ -92,23 +116,35 @@ def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dt
     ``"HuggingFaceTB/SmolLM2-360M-Instruct"``; from the local Hugging Face cache, else from the hub). The model
     is put in evaluation mode on ``device`` (default: the runtime's device) in ``dtype``.
 
+    ``dtype``: float32 by default, on every device (the notebooks' stored numbers are float32 numbers);
+    ``"bfloat16"`` or ``"float16"`` halve the weights' memory (for a GPU; both also run on the CPU, slowly);
+    ``"auto"`` is float32 on the CPU and bfloat16 on a GPU (float16 where bfloat16 is not supported).
+    ``device_map="auto"`` (hub ids and folders, through ``accelerate``) spreads a model larger than one GPU over
+    the GPUs and then the CPU memory; it replaces ``device``. Inputs go to ``lm.device``, the first layer's.
+    The activation sites of :mod:`labkit.lm.hooks` work for the families in ``hooks.FAMILIES``; other
+    architectures load, but looking inside them raises an error naming the supported families.
+
     Guarantees for the course model: every byte of the cache is checked against its CRC-32 (in a background
     thread, while transformers is imported) and the loaded model's logits against the fingerprint stored at
     build time (on the CPU in float32, before any dtype or device change); a damaged cache is rebuilt from
     the verified model package, with a message, whatever the files' mtimes. A hub id that cannot be reached
     fails within about 4 s with :class:`OfflineModelError`.
     """
-    dtype = _check_dtype(dtype)
     kind, source = _resolve_name(name)
+    device_map = _check_device_map(device_map, device, kind)
     dev = get_device(device)
+    dtype = _check_dtype(dtype, dev)
+    options = {"dtype": dtype} if device_map is None else {"dtype": dtype, "device_map": device_map}
     if kind == "course":
         model, tokenizer = _load_course_lm(source)
         model.to(dtype=dtype)
     elif kind == "folder":
-        model, tokenizer = _load_folder(source, dtype)
+        model, tokenizer = _load_folder(source, options)
     else:
-        model, tokenizer = _load_hub(source, dtype)
-    model.to(dev).eval()
+        model, tokenizer = _load_hub(source, options)
+    if device_map is None:
+        model.to(dev)
+    model.eval()
     return LanguageModel(model, tokenizer, name=str(source))
 
 
@@ -213,13 +249,14 @@ def _quiet_loading():
 
 
 @_gc_paused()
-def _load_folder(folder: Path, dtype: torch.dtype):
-    """Model and tokenizer saved with ``save_pretrained`` in ``folder`` (offline)."""
+def _load_folder(folder: Path, options: dict):
+    """Model and tokenizer saved with ``save_pretrained`` in ``folder`` (offline); ``options`` go to
+    ``from_pretrained`` (``dtype``, ``device_map``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         with _quiet_loading():
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **options)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
         raise UnknownModelError(
@@ -230,7 +267,7 @@ def _load_folder(folder: Path, dtype: torch.dtype):
 
 
 @_gc_paused()
-def _load_hub(repo_id: str, dtype: torch.dtype):
+def _load_hub(repo_id: str, options: dict):
     """Model and tokenizer of a hub id: from the local Hugging Face cache when there, else from the hub.
 
     The hub is asked first with a short timeout (:func:`hub_answer`), so an offline machine gets
@@ -241,7 +278,7 @@ def _load_hub(repo_id: str, dtype: torch.dtype):
 
     def from_pretrained(**kwargs):
         tokenizer = AutoTokenizer.from_pretrained(repo_id, **kwargs)
-        return AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, **kwargs), tokenizer
+        return AutoModelForCausalLM.from_pretrained(repo_id, **options, **kwargs), tokenizer
 
     try:
         return from_pretrained(local_files_only=True)
