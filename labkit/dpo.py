@@ -319,10 +319,12 @@ class LoraDPO:
     * responses are stored once even when they appear in many pairs; each step runs the unique responses
       of its pairs — chosen and rejected together — in one batch.
 
-    ``responses`` is a list of (prompt, response) texts; pairs index into it.
+    ``responses`` is a list of (prompt, response) texts; pairs index into it. With ``prompts = responses = None``
+    the trainer holds only the adapter until :meth:`cache_responses` gives it a batch (on-policy training,
+    :class:`labkit.rlhf.LoraRLOO`, samples new responses every step).
     """
 
-    def __init__(self, lm, prompts: Sequence[str], responses: Sequence[str], n_lora_layers: int = 4, rank: int = 8,
+    def __init__(self, lm, prompts: Sequence[str] | None, responses: Sequence[str] | None, n_lora_layers: int = 4, rank: int = 8,
                  alpha: float = 16.0, target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"),
                  batch_size: int = 32, device: str | torch.device | None = None, seed: int = 0):
         from peft import LoraConfig, get_peft_model
@@ -344,7 +346,8 @@ class LoraDPO:
         if hasattr(base, "peft_config"):
             raise ValueError("the model already carries a peft adapter: load a fresh model with labkit.load_lm()")
         self.first = n_layers - n_lora_layers
-        self.batch = encode_responses(lm, prompts, responses)
+        # prompts = responses = None: the adapter alone; an on-policy trainer hands each step's batch to cache_responses
+        self.batch = None if prompts is None and responses is None else encode_responses(lm, prompts, responses)
         if lm.device != self.device:
             raise ValueError(f"the model is on {lm.device} but device={self.device} was asked for: load it there "
                              f"(labkit.load_lm(device=...)); LoraDPO does not move a model it was handed")
@@ -360,7 +363,8 @@ class LoraDPO:
         self._switch_off()  # lm computes π_ref unless the trainer switches the adapter on
         self.lm_head = lm.layout.unembed
         self.batch_size = batch_size
-        self._cache_frozen()
+        if self.batch is not None:
+            self._cache_frozen()
 
     @contextlib.contextmanager
     def policy(self):
@@ -392,6 +396,19 @@ class LoraDPO:
         for p, p0 in zip(self.adapter_parameters, self._initial):
             p.copy_(p0)
 
+    def cache_responses(self, batch: dict) -> None:
+        """Make ``batch`` the responses the trainer works on (``{"input_ids", "attention_mask", "response_mask"}``,
+        right-padded, as :func:`encode_responses` returns, e.g. freshly sampled ones): the frozen lower layers and the
+        reference log-probabilities ``ref_logps`` are computed once for them, and :meth:`logps` indexes into them."""
+        if not isinstance(batch, dict) or not {"input_ids", "attention_mask", "response_mask"} <= set(batch):
+            raise TypeError("batch must be a dict with input_ids, attention_mask and response_mask (see encode_responses)")
+        ids = batch["input_ids"]
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.numel() == 0 or any(
+                not isinstance(batch[k], torch.Tensor) or batch[k].shape != ids.shape for k in ("attention_mask", "response_mask")):
+            raise ValueError("batch must hold non-empty [n, T] tensors of one shape: input_ids, attention_mask, response_mask")
+        self.batch = {k: batch[k].cpu() for k in ("input_ids", "attention_mask", "response_mask")}
+        self._cache_frozen()
+
     def _indices(self, idx, name: str = "idx") -> torch.Tensor:
         t = _tensor(idx, name)
         if t.is_floating_point():
@@ -399,6 +416,8 @@ class LoraDPO:
         t = t.long().reshape(-1)
         if t.numel() == 0:
             raise ValueError(f"{name} is empty: give at least one response index")
+        if self.batch is None:
+            raise ValueError("no responses cached yet: give prompts and responses, or call cache_responses(batch)")
         n = len(self.batch["input_ids"])
         if int(t.min()) < 0 or int(t.max()) >= n:
             raise ValueError(f"{name} must hold response indices between 0 and {n - 1}")

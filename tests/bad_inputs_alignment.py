@@ -13,12 +13,21 @@ import torch
 from bad_input import Bad
 from labkit import constitutional as ca
 from labkit import dpo
+from labkit import rlhf
 from labkit import datasheet as ds
 from labkit import pluralistic as pl
 from test_pluralistic import WordEmbedder as _WordEmbedder
 from labkit import widgets
 
 NAN, INF = float("nan"), float("inf")
+_PAIRS = [{"id": "x", "prompt": "a prompt", "a": "one answer", "b": "another answer"}]
+
+
+def _tmp_json() -> Path:
+    """A path in a fresh temporary folder (nothing there yet) for the preference widgets."""
+    return Path(tempfile.mkdtemp()) / "prefs.json"
+
+
 f64 = dict(dtype=torch.float64)
 
 # a small, valid pluralism problem to spoil one argument at a time
@@ -55,6 +64,15 @@ def _load_nan_json():
     text = json.dumps(_sheet().to_dict()).replace('"audit": {}', '"audit": {"x": NaN}')
     return ds.Datasheet.from_json(text)
 
+
+
+def _with_rloo(lm, action):
+    """Insert a small LoraRLOO (LoRA rank 2 on one layer) into the course model, run ``action(trainer)``, always remove it."""
+    tr = rlhf.LoraRLOO(lm, ["hi"], lambda t: torch.zeros(len(t)), n_lora_layers=1, rank=2, max_new_tokens=2)
+    try:
+        action(tr)
+    finally:
+        tr.remove()
 
 CASES = [
     # ---------------------------------------------------------------- labkit.pluralistic
@@ -155,6 +173,29 @@ CASES = [
     Bad("labkit.pluralistic.text_coverage", "viewpoints as a list",
         lambda: pl.text_coverage(_WordEmbedder(), ["An answer."], [["A view."]]), TypeError, "viewpoints must be"),
     # ---------------------------------------------------------------- labkit.constitutional
+    Bad("labkit.constitutional.ai_preference_pairs", "the two orders of different lengths",
+        lambda: ca.ai_preference_pairs([0.9, 0.7], [0.2]), ValueError, "both orders of the same pairs"),
+    Bad("labkit.constitutional.ai_preference_pairs", "a margin of ½ (nothing could be kept)",
+        lambda: ca.ai_preference_pairs([0.9], [0.2], margin=0.5), ValueError, r"margin is a distance from ½"),
+    Bad("labkit.constitutional.cut_echo", "a list of revisions instead of one",
+        lambda: ca.cut_echo(["A reply."]), TypeError, "text must be a string"),
+    Bad("labkit.constitutional.cut_echo", "an empty marker (it would cut every line)",
+        lambda: ca.cut_echo("A reply.", markers=[""]), ValueError, "markers must be non-empty"),
+    Bad("labkit.constitutional.embedding_features", "a model name instead of the embedder",
+        lambda: ca.embedding_features("all-MiniLM-L6-v2", ["Q"], ["A"]), TypeError, "embedder must be a sentence embedder"),
+    Bad("labkit.constitutional.embedding_features", "fewer responses than prompts",
+        lambda: ca.embedding_features(_WordEmbedder(), ["Q1", "Q2"], ["A"]), ValueError, "2 prompts but 1 responses"),
+    Bad("labkit.constitutional.fit_scorer", "labels of one class only",
+        lambda: ca.fit_scorer(torch.randn(4, 3), [1, 1, 1, 1]), ValueError, "one class only"),
+    Bad("labkit.constitutional.fit_scorer", "NaN features",
+        lambda: ca.fit_scorer(torch.tensor([[NAN, 0.0], [1.0, 0.0]]), [0, 1]), ValueError, "features has NaN"),
+    Bad("labkit.constitutional.fit_scorer", "C = 0",
+        lambda: ca.fit_scorer(torch.randn(4, 3), [0, 1, 0, 1], C=0), ValueError, "C .* must be a positive number"),
+    Bad("labkit.constitutional.scorer_probability", "a scorer that was never fitted",
+        lambda: ca.scorer_probability(None, torch.randn(2, 3)), TypeError, "must be a fitted scorer"),
+    Bad("labkit.constitutional.scorer_probability", "features with the wrong width",
+        lambda: ca.scorer_probability(ca.fit_scorer(torch.randn(4, 3), [0, 1, 0, 1]), torch.randn(2, 5)), ValueError,
+        "features have 5 columns but the scorer was fitted on 3"),
     Bad("labkit.constitutional.validate_constitution", "an empty constitution",
         lambda: ca.validate_constitution({"principles": []}), ValueError, "the constitution is empty"),
     Bad("labkit.constitutional.validate_constitution", "a principle that is not a dict",
@@ -308,6 +349,21 @@ CASES = [
         "rows .* must be an integer >= 1"),
     Bad("labkit.widgets.DatasheetForm", "about_people as a string",
         lambda: widgets.DatasheetForm(_sheet(), about_people="yes"), TypeError, "about_people must be True or False"),
+    Bad("labkit.widgets.preference_form", "no pairs", lambda: widgets.preference_form([], _tmp_json()), ValueError,
+        "pairs is empty"),
+    Bad("labkit.widgets.PreferenceForm", "a float seed", lambda: widgets.PreferenceForm(_PAIRS, _tmp_json(), seed=0.5),
+        TypeError, "seed must be an integer"),
+    Bad("labkit.widgets.PreferenceForm.start", "an unknown if_exists",
+        lambda: widgets.PreferenceForm(_PAIRS, _tmp_json()).start("replace"), ValueError, "if_exists must be"),
+    Bad("labkit.widgets.PreferenceForm.choose", "a lower-case choice",
+        lambda: widgets.PreferenceForm(_PAIRS, _tmp_json()).choose("a"), ValueError, "choice must be 'A', 'B' or 'skip'"),
+    Bad("labkit.widgets.PreferenceAnnotations", "a pair without its second response",
+        lambda: widgets.PreferenceAnnotations([{"id": "x", "prompt": "p", "a": "y"}], _tmp_json()), ValueError,
+        r"lacks \['b'\]"),
+    Bad("labkit.widgets.PreferenceAnnotations.choose", "an unknown choice",
+        lambda: widgets.PreferenceAnnotations(_PAIRS, _tmp_json()).choose("both"), ValueError, "choice must be"),
+    Bad("labkit.widgets.load_preferences", "a Markdown file", lambda: widgets.load_preferences("prefs.md"), ValueError,
+        "must name a .json file"),
     # ---------------------------------------------------------------- issue 17: the "implement it yourself" exercises
     Bad("labkit.dpo.dpo_step", "a learning rate of 0",
         lambda: dpo.dpo_step(torch.zeros(3), dpo.bandit_as_sequences(3)[2], *dpo.bandit_as_sequences(3)[:2],
@@ -333,6 +389,49 @@ CASES = [
         lambda: ds.label_gaps([{"g": "u"}, {"g": "v", "label": None}], "g", "label"), ValueError, "no record has a label"),
     Bad("labkit.datasheet.label_gaps", "no label field",
         lambda: ds.label_gaps(RECORDS, "g", None), (TypeError, ValueError), "label_field"),
+    # ---------------------------------------------------------------- labkit.rlhf (issue 19: on-policy RLHF)
+    Bad("labkit.rlhf.rloo_advantages", "one sample per prompt: nothing to leave out",
+        lambda: rlhf.rloo_advantages(torch.zeros(3, 1)), ValueError, "k >= 2"),
+    Bad("labkit.rlhf.rloo_advantages", "a flat vector instead of [n_prompts, k]",
+        lambda: rlhf.rloo_advantages(torch.zeros(4)), ValueError, "rewards must be 2-D"),
+    Bad("labkit.rlhf.rloo_advantages", "NaN reward", lambda: rlhf.rloo_advantages(torch.tensor([[1.0, NAN]])), ValueError,
+        "rewards contains NaN"),
+    Bad("labkit.rlhf.kl_penalised_rewards", "mismatched shapes",
+        lambda: rlhf.kl_penalised_rewards(torch.zeros(3), torch.zeros(2), torch.zeros(3), 0.1), ValueError, "mismatched shapes"),
+    Bad("labkit.rlhf.kl_penalised_rewards", "a negative beta",
+        lambda: rlhf.kl_penalised_rewards(torch.zeros(3), torch.zeros(3), torch.zeros(3), -1.0), ValueError, "beta must lie in"),
+    Bad("labkit.rlhf.ppo_clip_loss", "clip_eps of 0",
+        lambda: rlhf.ppo_clip_loss(torch.zeros(2), torch.zeros(2), torch.ones(2), 0.0), ValueError, "clip_eps must lie in"),
+    Bad("labkit.rlhf.ppo_clip_loss", "a list of log-probabilities without a graph",
+        lambda: rlhf.ppo_clip_loss([0.0, 0.1], torch.zeros(2), torch.ones(2)), TypeError, "logp_new must be a torch.Tensor"),
+    Bad("labkit.rlhf.ppo_clip_loss", "infinite advantage",
+        lambda: rlhf.ppo_clip_loss(torch.zeros(2), torch.zeros(2), torch.tensor([1.0, INF])), ValueError, "advantages contains NaN or inf"),
+    Bad("labkit.rlhf.policy_gradient_loss", "an unknown algorithm",
+        lambda: rlhf.policy_gradient_loss(torch.zeros(2), torch.zeros(2), torch.ones(2), "grpo"), ValueError, "algorithm must be one of"),
+    Bad("labkit.rlhf.bandit_rlhf", "one answer per prompt",
+        lambda: rlhf.bandit_rlhf(torch.zeros(2, 1), 0.5), ValueError, "at least 2 answers"),
+    Bad("labkit.rlhf.bandit_rlhf", "beta of 0", lambda: rlhf.bandit_rlhf(torch.zeros(3), 0.0), ValueError, "beta must lie in"),
+    Bad("labkit.rlhf.bandit_rlhf", "a reference that does not sum to one",
+        lambda: rlhf.bandit_rlhf(torch.zeros(3), 0.5, ref_probs=torch.tensor([0.5, 0.5, 0.5])), ValueError, "ref_probs must hold positive"),
+    Bad("labkit.rlhf.bandit_rlhf", "k = 1 sample per step",
+        lambda: rlhf.bandit_rlhf(torch.zeros(3), 0.5, k=1), ValueError, "k must be an integer >= 2"),
+    Bad("labkit.rlhf.bandit_rlhf", "advantage_fn that is not a function",
+        lambda: rlhf.bandit_rlhf(torch.zeros(3), 0.5, advantage_fn=3), TypeError, "advantage_fn must be a function"),
+    Bad("labkit.rlhf.LoraRLOO", "a model name instead of a model",
+        lambda: rlhf.LoraRLOO("smollm2", ["hi"], lambda t: torch.zeros(len(t))), TypeError, "lm must be a labkit LanguageModel"),
+    Bad("labkit.rlhf.LoraRLOO", "k = 1: no leave-one-out baseline",
+        lambda lm: rlhf.LoraRLOO(lm, ["hi"], lambda t: torch.zeros(len(t)), k=1), ValueError, "k must be an integer >= 2"),
+    Bad("labkit.rlhf.LoraRLOO", "a reward that is not a function",
+        lambda lm: rlhf.LoraRLOO(lm, ["hi"], 3.0), TypeError, "reward_fn must be a function"),
+    Bad("labkit.rlhf.LoraRLOO", "one prompt string instead of a list",
+        lambda lm: rlhf.LoraRLOO(lm, "hi", lambda t: torch.zeros(len(t))), TypeError, "prompts must be a list of strings"),
+    Bad("labkit.rlhf.LoraRLOO.train", "0 steps",
+        lambda lm: _with_rloo(lm, lambda tr: tr.train(0)), ValueError, "steps must be an integer >= 1"),
+    Bad("labkit.rlhf.LoraRLOO.sample", "adapter given as a string",
+        lambda lm: _with_rloo(lm, lambda tr: tr.sample(adapter="on")), TypeError, "adapter must be True"),
+    Bad("labkit.dpo.LoraDPO.cache_responses", "a batch without a response mask",
+        lambda lm: _with_rloo(lm, lambda tr: tr.adapter.cache_responses({"input_ids": torch.zeros(1, 3, dtype=torch.long)})),
+        TypeError, "batch must be a dict with input_ids"),
 ]
 
 EXEMPT = {

@@ -65,7 +65,7 @@ NOTEBOOKS = [
     Notebook("10", "values_and_opinions", "Values and opinions of language models", "C",
              "survey elicitation, prompt sensitivity, tropes, utilities"),
     Notebook("11", "reward_models_rlhf", "Reward models and RLHF", "D",
-             "Bradley-Terry reward models, KL-regularised optimum, best-of-n, over-optimisation"),
+             "Bradley-Terry reward models, KL-regularised optimum, best-of-n, over-optimisation, on-policy RLOO and PPO"),
     Notebook("12", "dpo", "Direct Preference Optimization", "D",
              "DPO derivation, tabular ground truth, LoRA DPO on SmolLM2, likelihood displacement"),
     Notebook("13", "pluralistic_alignment", "Diverse preferences and pluralistic alignment", "D",

@@ -8,7 +8,7 @@ import torch
 
 from ._machinery import Case, Exercise
 
-__all__ = ["bt_loss", "reward_model_step", "kl_regularised_policy"]
+__all__ = ["bt_loss", "reward_model_step", "kl_regularised_policy", "rloo_advantages"]
 
 
 def _bt_reference(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -153,3 +153,44 @@ def _step_mistakes() -> dict[str, Callable]:
 reward_model_step = Exercise("reward_model_step", _step_reference, _step_cases, _step_mistakes(), rtol=1e-5, atol=1e-7)
 reward_model_step.__doc__ = ("Check ``reward_model_step(w, feat_chosen, feat_rejected, lr, l2=0.0)``: "
                              "w − lr ∇[bt_loss(φ_w·w, φ_l·w) + l2 ‖w‖²].")
+
+
+def _rloo_reference(rewards: torch.Tensor) -> torch.Tensor:
+    from labkit.rlhf import rloo_advantages
+
+    return rloo_advantages(rewards)
+
+
+def _rloo_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(4)
+    return [
+        Case("4 prompts × 6 samples of random rewards", (torch.randn(4, 6, generator=g),)),
+        Case("2 samples per prompt: each baseline is the other sample's reward", (torch.tensor([[1.0, 3.0], [-2.0, 0.5]]),)),
+        Case("one prompt, 4 samples", (torch.tensor([[0.0, 1.0, 2.0, 5.0]]),)),
+        Case("equal rewards within a prompt: no signal, all advantages 0", (torch.tensor([[2.0, 2.0, 2.0], [1.0, 0.0, -1.0]]),)),
+        Case("8 prompts × 3 samples, rewards of very different scale per prompt",
+             (torch.randn(8, 3, generator=g) * torch.logspace(-2, 2, 8)[:, None],)),
+    ]
+
+
+def _rloo_mistakes() -> dict[str, Callable]:
+    return {
+        "leave the sample's own reward out of its baseline: the baseline of r_i is the mean of the OTHER k − 1 "
+        "rewards, so A_i = k/(k − 1) (r_i − mean r); r_i − mean r (own reward included) is biased towards 0.":
+            lambda r: r - r.mean(1, keepdim=True),
+        "the advantage is reward minus baseline, r_i − b_i, not b_i − r_i.":
+            lambda r: (r.sum(1, keepdim=True) - r) / (r.shape[1] - 1) - r,
+        "the baseline averages over the samples of the SAME prompt (dim=1), not over prompts (dim=0).":
+            lambda r: r - (r.sum(0, keepdim=True) - r) / max(r.shape[0] - 1, 1),
+        "divide the sum of the others by k − 1 (there are k − 1 of them), not by k.":
+            lambda r: r - (r.sum(1, keepdim=True) - r) / r.shape[1],
+        "do not divide by the standard deviation: that is GRPO's normalisation (Shao et al. 2024), not RLOO's "
+        "leave-one-out baseline.":
+            lambda r: (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4),
+        "the baseline is the mean of the others, not their sum.": lambda r: r - (r.sum(1, keepdim=True) - r),
+    }
+
+
+rloo_advantages = Exercise("rloo_advantages", _rloo_reference, _rloo_cases(), _rloo_mistakes())
+rloo_advantages.__doc__ = ("Check ``rloo_advantages(rewards)``: A_i = r_i − mean_{j≠i} r_j over the k samples of each "
+                           "prompt (rewards [n_prompts, k]).")
