@@ -354,9 +354,13 @@ class LoraDPO:
         torch.manual_seed(seed)
         config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules),
                             layers_to_transform=list(range(self.first, n_layers)))
+        # peft freezes every base parameter and unload() does not unfreeze them: remember the flags, so that the
+        # model the caller handed us gets them back in remove() (gradient methods — attribution, patching — need them)
+        self._base_flags = [(p, p.requires_grad) for p in base.parameters()]
         with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 marks deprecated
             warnings.simplefilter("ignore", FutureWarning)
             self.model = get_peft_model(base, config)  # LoRA layers inserted into lm.model, in place
+        self._base = base
         self.adapter_parameters = [p for p in self.model.parameters() if p.requires_grad]  # the LoRA weights
         self._initial = [p.detach().clone() for p in self.adapter_parameters]  # for reset()
         self._policy_depth = 0
@@ -386,8 +390,17 @@ class LoraDPO:
             p.requires_grad_(True)
 
     def remove(self) -> None:
-        """Take the LoRA layers out of ``lm.model`` (``peft``'s ``unload``): the model is the original again."""
+        """Take the LoRA layers out of ``lm.model`` (``peft``'s ``unload``): the model is the original again, with
+        its parameters' ``requires_grad`` flags as they were, and a new adapter (a trainer, an organism) may go in."""
         self.model.unload()
+        for p, flag in self._base_flags:
+            p.requires_grad_(flag)
+        for attr in ("peft_config", "_hf_peft_config_loaded"):
+            if hasattr(self._base, attr):
+                try:
+                    delattr(self._base, attr)
+                except AttributeError:
+                    pass
 
     @torch.no_grad()
     def reset(self) -> None:

@@ -109,6 +109,9 @@ def test_lora_dpo_caching_matches_full_forward(own_lm):
     prompts = [prompt] * 3
     responses = ["The sea is calm and blue.", "A grey, cold and stormy sea.", "Waves."]
     expected = lm.logprobs(prompts, responses)
+    lm.model.lm_head.weight.requires_grad_(False)  # a mix of flags, as a caller may have set them
+    flags = [p.requires_grad for p in lm.model.parameters()]
+    assert any(flags) and not all(flags)
     trainer = dpo.LoraDPO(lm, prompts, responses, n_lora_layers=2, device="cpu")
     assert torch.allclose(trainer.ref_logps, expected, atol=1e-4)
     hist = trainer.train(torch.tensor([0, 0]), torch.tensor([1, 2]), beta=0.5, epochs=3, pairs_per_step=2, lr=1e-2, progress=False)
@@ -142,6 +145,11 @@ def test_lora_dpo_caching_matches_full_forward(own_lm):
     trainer.remove()  # the LoRA layers come out: lm.model is the plain model again
     assert not any("lora" in name for name, _ in lm.model.named_modules())
     assert torch.allclose(lm.logprobs(prompts, responses), expected, atol=1e-4)
+    # with the gradient flags it had (peft froze them): the gradient methods of later notebooks and tests need them
+    assert [p.requires_grad for p in lm.model.parameters()] == flags
+    second = dpo.LoraDPO(lm, prompts[:1], responses[:1], n_lora_layers=1, device="cpu")  # and a new adapter may go in
+    second.remove()
+    assert [p.requires_grad for p in lm.model.parameters()] == flags
 
 
 def test_encode_responses_bad_input(lm):
