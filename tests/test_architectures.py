@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
+from test_interventions import brute_force  # the engine's reference
 from torch import nn
 
 from labkit.lm import LanguageModel, hooks
@@ -270,29 +271,6 @@ MIXED = [
     [("resid_post.1", (slice(None),))],
     [("pattern.1", (2,))],
 ]
-
-
-def brute_force(lm, base, source, interventions, readout) -> torch.Tensor:
-    """One full forward pass per intervention, plain ``hooks.patch`` with the sources captured separately."""
-    out = []
-    for iv in interventions:
-        sites = sorted({s for s, _ in iv})
-        with torch.no_grad(), hooks.capture(lm, sites) as src:
-            lm.model(input_ids=source)
-
-        def edit_for(site, iv=iv, src=src):
-            def edit(act):
-                act = act.clone()
-                for s, index in iv:
-                    if s == site:
-                        where = (slice(None),) + tuple(index)
-                        act[where] = src[site][where]
-                return act
-            return edit
-
-        with torch.no_grad(), hooks.patch(lm, {s: edit_for(s) for s in sites}):
-            out.append(readout(lm.model(input_ids=base).logits).double())
-    return torch.stack(out)
 
 
 def test_engine_equals_one_full_pass_per_intervention(lm):

@@ -24,6 +24,7 @@ and says why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -152,80 +153,91 @@ _CELLS_JS = """() => {
 }"""
 
 
-def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
+
+@contextlib.contextmanager
+def _lab_page(chromium: str, base: str, token: str, rel: str, reset: bool = False):
+    """A headless Chromium page with notebook ``rel`` open in the test's JupyterLab and its kernel idle (``reset``:
+    a fresh workspace); the browser is closed after the block."""
     from playwright.sync_api import sync_playwright
 
-    base, token, rel = lab
-    before = _sha(NOTEBOOK)
-    shot = ARTIFACTS / "browser_00_start_here.png"
+    name = rel.rsplit("/", 1)[-1]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_tools, headless=True,
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/{rel}?token={token}", wait_until="domcontentloaded")
+            page.goto(f"{base}/lab/tree/{rel}?{'reset&' if reset else ''}token={token}", wait_until="domcontentloaded")
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
             page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle'); }", timeout=120_000)
-            news = page.locator(".Toastify button:has-text('No')")
-            if news.count():  # JupyterLab's "get notified about news?" toast would cover the screenshots
-                news.first.click()
-            assert not any(c["count"] or c["outputs"] for c in page.evaluate(_CELLS_JS)["cells"]), "the copy is not blank"
-            started = time.time()
-            # start "Run all" without awaiting its promise (it resolves only when every cell has run)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
-            state, deadline = None, started + RUN_TIMEOUT_S
-            while time.time() < deadline:
-                state = page.evaluate(_CELLS_JS)
-                code = [c for c in state["cells"] if c["source"].strip()]
-                if state["kernel"] == "idle" and code and all(c["count"] is not None for c in code):
-                    break
-                if any(o["type"] == "error" for c in state["cells"] for o in c["outputs"]):
-                    break  # a failing cell stops "Run all"; report it below
-                time.sleep(1)
-            elapsed = time.time() - started
-            page.screenshot(path=str(ARTIFACTS / "browser_00_last_state.png"))
-            assert state is not None, "the notebook never opened"
-            if elapsed >= RUN_TIMEOUT_S:
-                pending = [c["source"] for c in state["cells"] if c["source"].strip() and c["count"] is None]
-                pytest.fail(f"'Run all' did not finish in {RUN_TIMEOUT_S} s (kernel {state['kernel']}); "
-                            f"{len(pending)} cells still to run, first: {pending[:1]}")
-            (ARTIFACTS / "browser_00_timing.txt").write_text(f"run all: {elapsed:.1f} s\n")
-
-            errors = [f"cell {c['source']!r}: {o['ename']}: {o['evalue']}" for c in state["cells"] for o in c["outputs"]
-                      if o["type"] == "error"]
-            assert not errors, "cells raised errors in the browser:\n" + "\n".join(errors)
-            code = [c for c in state["cells"] if c["source"].strip()]
-            counts = [c["count"] for c in code]
-            assert counts == list(range(1, len(code) + 1)), f"not every cell ran once, in order: {counts}"
-            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
-                                ":text('Traceback')").count() == 0
-
-            # ipywidgets: the model holds widget-view outputs, and the page renders them as widgets
-            widget_outputs = [o for c in state["cells"] for o in c["outputs"]
-                              if "application/vnd.jupyter.widget-view+json" in o["mime"]]
-            assert widget_outputs, "no cell produced an ipywidgets output (tqdm.auto progress bar expected)"
-            bar = page.locator(".jp-OutputArea-output .widget-hprogress").first
-            bar.wait_for(state="attached", timeout=30_000)
-            bar.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            assert bar.is_visible(), "the tqdm progress-bar widget is not visible"
-            assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
-            assert page.locator("h1:has-text('exercises (student version)')").count() >= 1, "no student title shown"
-            waiting = page.locator(".jp-OutputArea-output:has-text('⧗')")
-            assert waiting.count() >= 1, "the unfinished exercise's check did not print its ⧗ line"
-            waiting.first.scroll_into_view_if_needed()
-            text = waiting.first.text_content() or ""  # the DOM text: off-screen cells may not be laid out
-            assert "not done yet" in text, f"unexpected ⧗ line: {text!r}"
-            label = " ".join(page.locator(".jp-OutputArea-output .widget-hbox").first.inner_text()
-                             .replace("\u2007", " ").split())  # tqdm pads with figure spaces
-            assert "ablating MLPs" in label and "30/30" in label, f"unexpected progress-bar text: {label!r}"
-            cell = bar.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]")
-            cell.screenshot(path=str(shot))  # the cell with the rendered progress bar
+                "(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                " return !!(w && w.context && w.context.path.endsWith(name) && w.sessionContext"
+                " && w.sessionContext.session && w.sessionContext.session.kernel"
+                " && w.sessionContext.session.kernel.status === 'idle'); }", arg=name, timeout=120_000)
+            yield page
         finally:
             browser.close()
+
+
+def test_notebook_00_runs_in_a_real_browser(browser_tools, lab):
+    base, token, rel = lab
+    before = _sha(NOTEBOOK)
+    shot = ARTIFACTS / "browser_00_start_here.png"
+    with _lab_page(browser_tools, base, token, rel) as page:
+        news = page.locator(".Toastify button:has-text('No')")
+        if news.count():  # JupyterLab's "get notified about news?" toast would cover the screenshots
+            news.first.click()
+        assert not any(c["count"] or c["outputs"] for c in page.evaluate(_CELLS_JS)["cells"]), "the copy is not blank"
+        started = time.time()
+        # start "Run all" without awaiting its promise (it resolves only when every cell has run)
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+        state, deadline = None, started + RUN_TIMEOUT_S
+        while time.time() < deadline:
+            state = page.evaluate(_CELLS_JS)
+            code = [c for c in state["cells"] if c["source"].strip()]
+            if state["kernel"] == "idle" and code and all(c["count"] is not None for c in code):
+                break
+            if any(o["type"] == "error" for c in state["cells"] for o in c["outputs"]):
+                break  # a failing cell stops "Run all"; report it below
+            time.sleep(1)
+        elapsed = time.time() - started
+        page.screenshot(path=str(ARTIFACTS / "browser_00_last_state.png"))
+        assert state is not None, "the notebook never opened"
+        if elapsed >= RUN_TIMEOUT_S:
+            pending = [c["source"] for c in state["cells"] if c["source"].strip() and c["count"] is None]
+            pytest.fail(f"'Run all' did not finish in {RUN_TIMEOUT_S} s (kernel {state['kernel']}); "
+                        f"{len(pending)} cells still to run, first: {pending[:1]}")
+        (ARTIFACTS / "browser_00_timing.txt").write_text(f"run all: {elapsed:.1f} s\n")
+
+        errors = [f"cell {c['source']!r}: {o['ename']}: {o['evalue']}" for c in state["cells"] for o in c["outputs"]
+                  if o["type"] == "error"]
+        assert not errors, "cells raised errors in the browser:\n" + "\n".join(errors)
+        code = [c for c in state["cells"] if c["source"].strip()]
+        counts = [c["count"] for c in code]
+        assert counts == list(range(1, len(code) + 1)), f"not every cell ran once, in order: {counts}"
+        assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] "
+                            ":text('Traceback')").count() == 0
+
+        # ipywidgets: the model holds widget-view outputs, and the page renders them as widgets
+        widget_outputs = [o for c in state["cells"] for o in c["outputs"]
+                          if "application/vnd.jupyter.widget-view+json" in o["mime"]]
+        assert widget_outputs, "no cell produced an ipywidgets output (tqdm.auto progress bar expected)"
+        bar = page.locator(".jp-OutputArea-output .widget-hprogress").first
+        bar.wait_for(state="attached", timeout=30_000)
+        bar.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        assert bar.is_visible(), "the tqdm progress-bar widget is not visible"
+        assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
+        assert page.locator("h1:has-text('exercises (student version)')").count() >= 1, "no student title shown"
+        waiting = page.locator(".jp-OutputArea-output:has-text('⧗')")
+        assert waiting.count() >= 1, "the unfinished exercise's check did not print its ⧗ line"
+        waiting.first.scroll_into_view_if_needed()
+        text = waiting.first.text_content() or ""  # the DOM text: off-screen cells may not be laid out
+        assert "not done yet" in text, f"unexpected ⧗ line: {text!r}"
+        label = " ".join(page.locator(".jp-OutputArea-output .widget-hbox").first.inner_text()
+                         .replace("\u2007", " ").split())  # tqdm pads with figure spaces
+        assert "ablating MLPs" in label and "30/30" in label, f"unexpected progress-bar text: {label!r}"
+        cell = bar.locator("xpath=ancestor::div[contains(concat(' ', @class, ' '), ' jp-CodeCell ')][1]")
+        cell.screenshot(path=str(shot))  # the cell with the rendered progress bar
     assert shot.is_file() and shot.stat().st_size > 10_000
     assert _sha(NOTEBOOK) == before, "the repository's notebook 00 was modified"
 
@@ -239,8 +251,6 @@ _PREFERENCE_PAIRS = [{"id": f"q{i}", "prompt": f"Describe thing {i} in one short
 
 
 def test_preference_form_clicks_write_the_file_in_a_real_browser(browser_tools, lab):
-    from playwright.sync_api import sync_playwright
-
     base, token, _ = lab
     folder = ARTIFACTS / "browser_run"
     nb_path, out = folder / "preference_form.ipynb", folder / "browser_preferences.json"
@@ -257,37 +267,24 @@ def test_preference_form_clicks_write_the_file_in_a_real_browser(browser_tools, 
 
     shown = [p["shown"] for p in PreferenceAnnotations(_PREFERENCE_PAIRS, folder / "unused.json", seed=1).pairs]
     shot = ARTIFACTS / "browser_preference_form.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_tools, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/{rel}?reset&token={token}", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-            page.wait_for_function(
-                "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-                " return !!(w && w.context && w.context.path.endsWith('preference_form.ipynb') && w.sessionContext"
-                " && w.sessionContext.session && w.sessionContext.session.kernel"
-                " && w.sessionContext.session.kernel.status === 'idle'); }", timeout=120_000)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
-            form = page.locator(".jp-OutputArea-output .widget-vbox").first
-            form.wait_for(state="visible", timeout=120_000)
-            status = form.locator(".widget-html:has-text('pair ')").last
-            page.wait_for_function("() => document.body.innerText.includes('pair 1 of 3')", timeout=30_000)
-            assert "Describe thing 0" in form.inner_text()
-            assert not out.exists(), "the form wrote its file before any click"
+    with _lab_page(browser_tools, base, token, rel, reset=True) as page:
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }")
+        form = page.locator(".jp-OutputArea-output .widget-vbox").first
+        form.wait_for(state="visible", timeout=120_000)
+        status = form.locator(".widget-html:has-text('pair ')").last
+        page.wait_for_function("() => document.body.innerText.includes('pair 1 of 3')", timeout=30_000)
+        assert "Describe thing 0" in form.inner_text()
+        assert not out.exists(), "the form wrote its file before any click"
 
-            form.locator("button:has-text('A is better')").click()
-            page.wait_for_function("() => document.body.innerText.includes('pair 2 of 3')", timeout=30_000)
-            form.locator("button:has-text('B is better')").click()
-            page.wait_for_function("() => document.body.innerText.includes('pair 3 of 3')", timeout=30_000)
-            page.wait_for_function("() => document.body.innerText.includes('saved 2 answers')", timeout=30_000)
-            assert "Describe thing 2" in form.inner_text() and "pair 3 of 3" in status.inner_text()
-            form.scroll_into_view_if_needed()
-            form.screenshot(path=str(shot))
-            assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
-        finally:
-            browser.close()
+        form.locator("button:has-text('A is better')").click()
+        page.wait_for_function("() => document.body.innerText.includes('pair 2 of 3')", timeout=30_000)
+        form.locator("button:has-text('B is better')").click()
+        page.wait_for_function("() => document.body.innerText.includes('pair 3 of 3')", timeout=30_000)
+        page.wait_for_function("() => document.body.innerText.includes('saved 2 answers')", timeout=30_000)
+        assert "Describe thing 2" in form.inner_text() and "pair 3 of 3" in status.inner_text()
+        form.scroll_into_view_if_needed()
+        form.screenshot(path=str(shot))
+        assert page.locator(":text('Error displaying widget')").count() == 0, "a widget failed to render"
     from labkit.widgets import load_preferences
 
     saved = load_preferences(out)  # written by the kernel on each click, read back and validated
