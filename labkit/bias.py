@@ -34,6 +34,10 @@ from labkit.datasets import load_data  # noqa: F401  (notebook 09 reads its data
 from labkit import validation
 from labkit.runtime import get_device
 
+#: Association scores lie in [−2, 2]; a standard deviation below this is rounding error (identical words give a
+#: spread of 0 or ~1e-8 depending on the CPU's matrix kernels), and d = Δmean / std would be noise over noise.
+NO_SPREAD = 1e-6
+
 __all__ = [
     "load_data",
     "simplicity_data",
@@ -456,7 +460,7 @@ def weat_effect_size(X: torch.Tensor, Y: torch.Tensor, A: torch.Tensor, B: torch
         raise ValueError(f"WEAT needs target sets of equal size; got {len(X)} and {len(Y)} words")
     s = association(torch.cat([X, Y]), A, B)
     sx, sy = s[: len(X)], s[len(X):]
-    if float(s.std()) == 0:
+    if not float(s.std()) > NO_SPREAD:
         raise ValueError("the association scores of X ∪ Y have no spread (identical or too few words): d is undefined")
     return (sx.mean() - sy.mean()) / s.std()
 
@@ -534,7 +538,7 @@ def weat_null_effect_sizes(s_x: torch.Tensor, s_y: torch.Tensor, n_permutations:
     seed, exact_limit = _int(seed, "seed"), _int(exact_limit, "exact_limit", minimum=0)
     s = torch.cat([s_x, s_y])
     n, total, sd = len(s_x), s.sum(), s.std()
-    if not float(sd) > 0:
+    if not float(sd) > NO_SPREAD:
         raise ValueError("the association scores have no spread (identical or too few): d is undefined")
     parts = [(2 * s[idx].sum(1) - total) / (n * sd) for _, idx in _partitions(n, n_permutations, seed, exact_limit)]
     return torch.cat(parts)

@@ -254,14 +254,17 @@ def test_one_engine_reproduces_the_former_patching_engine(lm, former):
 def test_one_engine_reproduces_the_former_mediation_engine(lm, former):
     M = former["mediation"]
     null, setg, anti, stereo = M["null"], M["set"], M["anti"], M["stereo"]
-    torch.testing.assert_close(mediation.log_ratio(lm, null, anti, stereo), M["log_y_null"], atol=1e-9, rtol=0)
+    # float32 on another CPU: its matrix kernels round differently (seen: 5.7e-6 on a log-ratio of 1.6, AVX-512
+    # against the recording machine), so the tolerance is float32's, as for the patching engine above
+    tol = dict(atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(mediation.log_ratio(lm, null, anti, stereo), M["log_y_null"], **tol)
     eff = mediation.head_effects(lm, null, setg, anti, stereo)
-    torch.testing.assert_close(eff["nie"], M["head_nie"], atol=1e-7, rtol=1e-6)
-    torch.testing.assert_close(eff["nde"], M["head_nde"], atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(eff["nie"], M["head_nie"], **tol)
+    torch.testing.assert_close(eff["nde"], M["head_nde"], **tol)
     nie = mediation.neuron_nie(lm, null, setg, anti, stereo, M["neurons"], position=1)
-    torch.testing.assert_close(nie, M["neuron_nie"], atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(nie, M["neuron_nie"], **tol)
     est = mediation.neuron_nie_estimate(lm, null, setg, anti, stereo, position=1)
-    torch.testing.assert_close(est, M["neuron_estimate"], atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(est, M["neuron_estimate"], **tol)
     # the former patching engine's trick (no layer skipping) and one pass per intervention agree too
     readout = I.logratio_readout(anti, stereo)
     ivs = I.neuron_interventions(M["neurons"][:12], position=1)
