@@ -503,7 +503,7 @@ class LoraDPO:
     # -- training ----------------------------------------------------------------------------------
     def train(self, chosen: torch.Tensor, rejected: torch.Tensor, beta: float = 0.1, epochs: int = 3,
               groups: torch.Tensor | None = None, groups_per_step: int = 3, pairs_per_step: int = 16,
-              lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+              lr: float = 1e-3, seed: int = 0, progress: bool = True, accelerator=None) -> dict:
         """Minimise the DPO loss over pairs (``chosen[i]``, ``rejected[i]``) (indices into the responses).
 
         With ``groups`` (e.g. the prompt of each pair) a step takes all pairs of ``groups_per_step`` groups, so
@@ -513,6 +513,14 @@ class LoraDPO:
         the mean log-ratios log π_θ/π_ref of chosen and rejected responses, the mean reward margin
         β(Δ_w − Δ_l) and the fraction of pairs with a positive margin — all measured on that step's pairs
         *before* its update (so a step's loss is the loss of the model that the previous steps made).
+
+        With ``accelerator`` (an ``accelerate.Accelerator``, the script started by ``accelerate launch`` on several
+        processes, each holding the model on ``accelerator.device``) the training is data parallel
+        (:mod:`labkit.distributed`): every process draws the same steps, takes a contiguous shard of each step's
+        pairs, backpropagates its share 1/n Σ_{i ∈ shard} ℓ_i of the step's mean loss (n = the step's pairs) and
+        the shares' gradients are summed over the processes before Adam's update, so each step applies the
+        gradient of the whole step, as on one process (equal up to float rounding), and every process holds the
+        same adapter (process 0's initial weights are broadcast first). The history is that of the whole steps.
         """
         beta = _check_beta(beta)
         chosen, rejected = _same_shape(chosen, rejected, names=("chosen", "rejected"))
@@ -528,6 +536,12 @@ class LoraDPO:
             groups_t = _tensor(groups, "groups").reshape(-1)
             if len(groups_t) != len(chosen):
                 raise ValueError(f"mismatched batch sizes: {len(groups_t)} groups for {len(chosen)} pairs")
+        dp = None
+        if accelerator is not None:
+            from labkit.distributed import DataParallel
+
+            dp = DataParallel(accelerator)
+            dp.check_device(self.device, "the trainer's model")
 
         opt = torch.optim.Adam(self.adapter_parameters, lr=lr)
         g = torch.Generator().manual_seed(seed)
@@ -545,7 +559,11 @@ class LoraDPO:
         self.model.train()
         try:
             with self.policy():
-                self._train_steps(steps, chosen, rejected, beta, opt, hist, progress)
+                if dp is None:
+                    self._train_steps(steps, chosen, rejected, beta, opt, hist, progress)
+                else:
+                    dp.broadcast_(self.adapter_parameters)
+                    self._train_steps_parallel(steps, chosen, rejected, beta, opt, hist, progress and dp.is_main, dp)
         finally:
             self.model.eval()
         return hist
@@ -569,6 +587,31 @@ class LoraDPO:
             hist["rejected_logratio"].append((pr - rr).mean().item())
             hist["margin"].append(margin.mean().item())
             hist["accuracy"].append((margin > 0).float().mean().item())
+
+    def _train_steps_parallel(self, steps, chosen, rejected, beta, opt, hist, progress, dp) -> None:
+        """:meth:`_train_steps` on this process's shard of each step; gradients and statistics summed over processes."""
+        from tqdm.auto import tqdm
+
+        for b in tqdm(steps, desc=f"DPO steps ({dp.world} processes)", disable=not progress):
+            n, mine = len(b), dp.shard(b)
+            opt.zero_grad()
+            stats = torch.zeros(5, dtype=torch.float64)  # Σ loss, Σ Δ_w, Σ Δ_l, Σ margin, #(margin > 0) over the shard
+            if len(mine):
+                c, r = chosen[mine], rejected[mine]
+                uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
+                lp = self._score(self._top(uniq), uniq)
+                pc, pr = lp[inv[: len(mine)]], lp[inv[len(mine):]]
+                rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+                losses = dpo_loss(pc, pr, rc, rr, beta, reduction="none")
+                (losses.sum() / n).backward()  # this shard's share of the step's mean loss
+                margin = beta * ((pc - rc) - (pr - rr)).detach()
+                stats = torch.stack([losses.detach().sum(), (pc - rc).detach().sum(), (pr - rr).detach().sum(),
+                                     margin.sum(), (margin > 0).sum()]).double().cpu()
+            dp.sum_gradients_(self.adapter_parameters)
+            opt.step()
+            total = (dp.sum(stats) / n).tolist()
+            for key, v in zip(("loss", "chosen_logratio", "rejected_logratio", "margin", "accuracy"), total):
+                hist[key].append(v)
 
     def ches(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """CHES score of each pair from the reference model's final hidden states (see :func:`ches_score`)."""

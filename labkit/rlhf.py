@@ -253,12 +253,21 @@ class LoraRLOO:
     ``prompts`` are chat-formatted prompt strings (``lm.chat_prompt(...)``); ``reward_fn(texts)`` and
     ``true_reward_fn(texts)`` map a list of response texts (special tokens removed, stripped; possibly empty)
     to a tensor of rewards, one per text.
+
+    With ``accelerator`` (an ``accelerate.Accelerator``; the script started by ``accelerate launch`` on several
+    processes, each with the model on ``accelerator.device``) the training is data parallel
+    (:mod:`labkit.distributed`): process r samples for its contiguous shard of the prompts (k samples each, so the
+    leave-one-out baselines stay within a process), with its own random stream (seed + 1000003·r), backpropagates
+    its share (its samples / all samples) of the step's mean loss, and the gradients are summed over the processes
+    before Adam's update: each step applies the gradient of the whole batch of samples and every process holds
+    the same adapter (process 0's initial weights are broadcast when training starts). The measurements are those
+    of all processes' samples together.
     """
 
     def __init__(self, lm, prompts: Sequence[str], reward_fn: Callable, true_reward_fn: Callable | None = None,
                  beta: float = 0.05, k: int = 4, max_new_tokens: int = 20, n_lora_layers: int = 4, rank: int = 8,
                  alpha: float = 16.0, lr: float = 2e-3, algorithm: str = "rloo", ppo_epochs: int = 2,
-                 clip_eps: float = 0.2, device: str | torch.device | None = None, seed: int = 0):
+                 clip_eps: float = 0.2, device: str | torch.device | None = None, seed: int = 0, accelerator=None):
         from labkit.dpo import LoraDPO
 
         V.language_model(lm)
@@ -280,11 +289,22 @@ class LoraRLOO:
         self.clip_eps = V.number("clip_eps", clip_eps, lo=0.0, lo_open=True)
         self.seed = V.integer("seed", seed)
         self.lm = lm
-        self.prompt_ids = [lm.encode(p) for p in self.prompts]
+        self.dp = None
+        if accelerator is not None:
+            from labkit.distributed import DataParallel
+
+            self.dp = DataParallel(accelerator)
+            if self.dp.world > len(self.prompts):
+                raise ValueError(f"{len(self.prompts)} prompts for {self.dp.world} processes: give at least one prompt "
+                                 "per process (each process samples for its share of the prompts)")
+            self.dp.check_device(get_device(device), "the model")
+        # the prompts this process samples for: all of them, or its contiguous shard (prompt-major rows)
+        mine = range(len(self.prompts)) if self.dp is None else self.dp.shard(torch.arange(len(self.prompts))).tolist()
+        self.prompt_ids = [lm.encode(self.prompts[i]) for i in mine]
         eos = lm.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else lm.tokenizer.eos_token_id])
         self.adapter = LoraDPO(lm, None, None, n_lora_layers=n_lora_layers, rank=rank, alpha=alpha,
-                               batch_size=len(self.prompts) * self.k, device=device, seed=self.seed)
+                               batch_size=len(self.prompt_ids) * self.k, device=device, seed=self.seed)
         self.opt = torch.optim.Adam(self.adapter.adapter_parameters, lr=self.lr)
 
     # -- sampling ---------------------------------------------------------------------------------------
@@ -293,7 +313,8 @@ class LoraRLOO:
         """k responses to every prompt from π_θ (``adapter=True``) or π_ref, in one ``generate`` call.
 
         Returns the right-padded batch ``{"input_ids", "attention_mask", "response_mask"}`` (prompt-major:
-        rows i·k … i·k + k − 1 answer prompt i) and the decoded response texts."""
+        rows i·k … i·k + k − 1 answer prompt i) and the decoded response texts. On several processes, the
+        prompts are this process's shard."""
         if not isinstance(adapter, bool):
             raise TypeError(f"adapter must be True (policy) or False (reference), got {adapter!r}")
         lm = self.lm
@@ -331,26 +352,59 @@ class LoraRLOO:
         t0 = time.perf_counter()
         gc.collect()  # generate() leaves reference cycles that hold large tensors; free them every step
         batch, texts = self.sample()
+        out = self.update(batch, texts)
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def update(self, batch: dict, texts: Sequence[str]) -> dict:
+        """The update of one step on sampled responses ``batch`` and their ``texts`` (as :meth:`sample` returns
+        them: k per prompt, prompt-major; on several processes, this process's shard): score, advantages, one
+        RLOO or ``ppo_epochs`` PPO steps. Returns the measurements of the samples (of all processes together)."""
+        if not isinstance(batch, dict) or not {"input_ids", "attention_mask", "response_mask"} <= set(batch):
+            raise TypeError("batch must be a dict with input_ids, attention_mask and response_mask (see sample())")
+        n_local = len(self.prompt_ids) * self.k
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or any(not isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of response strings, one per row of batch")
+        if len(texts) != n_local or not isinstance(batch["input_ids"], torch.Tensor) or len(batch["input_ids"]) != n_local:
+            raise ValueError(f"batch and texts must hold k = {self.k} responses for each of this process's "
+                             f"{len(self.prompt_ids)} prompts ({n_local} rows, as sample() returns them)")
         self.adapter.cache_responses(batch)                       # frozen lower layers + log π_ref, once
         idx = torch.arange(len(texts))
         logp_old = self.adapter.logps(idx).detach().cpu()         # log π_θ(y|x) of the samples, adapter on
         ref = self.adapter.ref_logps
         proxy = self._rewards(self.reward_fn, texts, "reward_fn")
-        shape = (len(self.prompts), self.k)
+        shape = (len(self.prompt_ids), self.k)
         adv = rloo_advantages(kl_penalised_rewards(proxy, logp_old, ref, self.beta).reshape(shape)).reshape(-1)
         epochs = self.ppo_epochs if self.algorithm == "ppo" else 1
+        dp = self.dp
+        share = 1.0 if dp is None else n_local / (len(self.prompts) * self.k)  # this process's share of the mean
         for _ in range(epochs):
             logp = self.adapter.logps(idx, grad=True)
             loss = policy_gradient_loss(logp, logp_old.to(logp.device), adv.to(logp.device), self.algorithm,
                                         self.clip_eps)
             self.opt.zero_grad()
-            loss.backward()
+            if dp is None:
+                loss.backward()
+            else:
+                loss = loss * share
+                loss.backward()
+                dp.sum_gradients_(self.adapter.adapter_parameters)
             self.opt.step()
-        out = {"proxy": float(proxy.mean()), "kl": float((logp_old - ref).mean()), "loss": float(loss.detach()),
-               "tokens": float(batch["response_mask"].sum(1).float().mean()), "texts": texts,
-               "seconds": time.perf_counter() - t0}
-        if self.true_reward_fn is not None:
-            out["true"] = float(self._rewards(self.true_reward_fn, texts, "true_reward_fn").mean())
+        true = None if self.true_reward_fn is None else self._rewards(self.true_reward_fn, texts, "true_reward_fn")
+        if dp is None:
+            out = {"proxy": float(proxy.mean()), "kl": float((logp_old - ref).mean()), "loss": float(loss.detach()),
+                   "tokens": float(batch["response_mask"].sum(1).float().mean()), "texts": texts}
+            if true is not None:
+                out["true"] = float(true.mean())
+            return out
+        n = len(self.prompts) * self.k
+        sums = [proxy.sum(), (logp_old - ref).sum(), batch["response_mask"].sum().float(),
+                torch.zeros(()) if true is None else true.sum()]
+        proxy_m, kl_m, tokens_m, true_m = (dp.sum(torch.stack(sums).double()) / n).tolist()
+        out = {"proxy": proxy_m, "kl": kl_m, "loss": float(dp.sum(loss.detach().double().cpu())), "tokens": tokens_m,
+               "texts": dp.gather_texts(list(texts))}
+        if true is not None:
+            out["true"] = true_m
         return out
 
     def train(self, steps: int, progress: bool = True) -> dict:
@@ -362,10 +416,15 @@ class LoraRLOO:
         steps = V.integer_at_least(steps, "steps", 1)
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
-        torch.manual_seed(self.seed)
+        if self.dp is None:
+            torch.manual_seed(self.seed)
+        else:  # every process its own random stream, and the same adapter to start from
+            torch.manual_seed(self.seed + 1000003 * self.dp.rank)
+            self.dp.broadcast_(self.adapter.adapter_parameters)
         keys = ["proxy", "kl", "loss", "tokens", "seconds"] + (["true"] if self.true_reward_fn is not None else [])
         hist = {key: [] for key in keys}
-        for s in tqdm(range(steps), desc=f"{self.algorithm.upper()} steps", disable=not progress):
+        quiet = not progress or (self.dp is not None and not self.dp.is_main)  # one progress bar, on process 0
+        for s in tqdm(range(steps), desc=f"{self.algorithm.upper()} steps", disable=quiet):
             m = self.step()
             for key in keys:
                 hist[key].append(m[key])

@@ -136,9 +136,11 @@ LM_TOPICS = ["llm_explain", "steering", "sae", "patching", "mediation", "bias", 
 
 
 def test_no_language_model_topic_module_imports_another_topic_module():
-    """The language-model topic modules stand on the core (``labkit.lm``, ``datasets``, ``runtime``, ``viz``, ``validation``),
+    """The language-model topic modules stand on the core (``labkit.lm``, ``datasets``, ``runtime``, ``viz``, ``validation``,
+    ``distributed``),
     not on each other (notebook 05's module once imported notebook 06's)."""
-    core = {"labkit", "labkit.datasets", "labkit.runtime", "labkit.viz", "labkit.widgets", "labkit.stats", "labkit.validation"}
+    core = {"labkit", "labkit.datasets", "labkit.runtime", "labkit.viz", "labkit.widgets", "labkit.stats", "labkit.validation",
+            "labkit.distributed"}
     topic_names = {f"labkit.{p.stem}" for p in (ROOT / "labkit").glob("*.py") if not p.name.startswith("_")} - core
     problems = []
     for path in [ROOT / "labkit" / f"{name}.py" for name in LM_TOPICS]:
