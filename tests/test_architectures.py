@@ -88,7 +88,7 @@ def logits(lm, ids, **kwargs) -> torch.Tensor:
 
 
 def plain_sites(lm) -> list[str]:
-    return [s for s in hooks.sites(lm) if not s.startswith("pattern.")]
+    return [s for s in hooks.sites(lm) if s.split(".")[0] not in hooks.ATTENTION_KINDS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,10 +105,11 @@ def test_family_is_recognised(lm):
 def test_every_site_is_captured_with_its_shape(lm, ids):
     with hooks.capture(lm, hooks.sites(lm)) as cache, torch.no_grad():
         lm.model(input_ids=ids)
-    assert sorted(cache) == sorted(hooks.sites(lm)) and len(cache) == 1 + 7 * N_LAYERS
+    assert sorted(cache) == sorted(hooks.sites(lm)) and len(cache) == 1 + 10 * N_LAYERS
     expected = {"embed": (2, 7, D_MODEL), "resid_pre": (2, 7, D_MODEL), "resid_post": (2, 7, D_MODEL),
                 "attn_out": (2, 7, D_MODEL), "mlp_out": (2, 7, D_MODEL), "head": (2, 7, N_HEADS, D_HEAD),
-                "mlp_post": (2, 7, D_MLP), "pattern": (2, N_HEADS, 7, 7)}
+                "mlp_post": (2, 7, D_MLP), "pattern": (2, N_HEADS, 7, 7),
+                "q": (2, 7, N_HEADS, D_HEAD), "k": (2, 7, N_HEADS, D_HEAD), "v": (2, 7, N_HEADS, D_HEAD)}
     for site, act in cache.items():
         assert tuple(act.shape) == expected[site.split(".")[0]], site
 

@@ -90,7 +90,7 @@ def n_labkit_hooks(model: nn.Module) -> int:
 def test_sites_lists_every_kind_and_layer(model):
     names = hooks.sites(model)
     assert names[0] == "embed"
-    assert len(names) == 1 + 7 * N_LAYERS == len(set(names))
+    assert len(names) == 1 + len(hooks.LAYER_KINDS) * N_LAYERS == len(set(names))
     for kind in hooks.LAYER_KINDS:
         assert [f"{kind}.{layer}" in names for layer in range(N_LAYERS)] == [True] * N_LAYERS
     assert all(hooks.parse_site(model, s)[0] == s.split(".")[0] for s in names)
@@ -141,8 +141,9 @@ def test_unsupported_models():
 
 
 def plain_sites(model) -> list[str]:
-    """Every site except the attention patterns (capturing those switches the model to eager attention)."""
-    return [s for s in hooks.sites(model) if not s.startswith("pattern.")]
+    """Every site except the attention patterns, queries, keys and values (capturing those switches the model to
+    eager attention)."""
+    return [s for s in hooks.sites(model) if s.split(".")[0] not in hooks.ATTENTION_KINDS]
 
 
 def capture_all(model, ids, **kwargs):
@@ -270,13 +271,14 @@ def logits(model, ids, **kwargs):
 def test_identity_patches_change_nothing(model, ids):
     base = logits(model, ids)
     cache, _ = capture_all(model, ids)
-    with hooks.capture(model, "pattern.1") as patterns, torch.no_grad():
+    eager = [f"{kind}.1" for kind in hooks.ATTENTION_KINDS]
+    with hooks.capture(model, eager) as patterns, torch.no_grad():
         model(ids)
-    cache["pattern.1"] = patterns["pattern.1"]
+    cache.update(patterns)
     for site in ["embed"] + [f"{kind}.1" for kind in hooks.LAYER_KINDS]:
         for edit in (lambda x: x, lambda x: None, cache[site], cache[site].clone()):
             with hooks.patch(model, {site: edit}):
-                if site.startswith("pattern."):  # eager attention instead of the fused kernel: float rounding
+                if site.split(".")[0] in hooks.ATTENTION_KINDS:  # eager attention instead of the fused kernel: float rounding
                     torch.testing.assert_close(logits(model, ids), base, atol=1e-5, rtol=1e-5)
                 else:
                     assert torch.equal(logits(model, ids), base), site
@@ -556,7 +558,7 @@ def test_course_model(lm):
     assert torch.equal(cache[f"resid_post.{n - 2}"], out.hidden_states[n - 1])
     with torch.no_grad():
         torch.testing.assert_close(lm.model.model.norm(cache[f"resid_post.{n - 1}"]), out.hidden_states[n])
-    assert len(hooks.sites(lm)) == 1 + 7 * n
+    assert len(hooks.sites(lm)) == 1 + len(hooks.LAYER_KINDS) * n
     with pytest.raises(ValueError, match=r"layer 31 out of range: this model has 30 layers \(0-29\)"):
         hooks.parse_site(lm, "resid_post.31")
     output, cache2 = hooks.run_with_cache(lm, "The capital of France is", "head.3")

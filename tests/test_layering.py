@@ -132,7 +132,7 @@ def test_the_scan_catches_what_it_forbids(tmp_path):
 
 
 LM_TOPICS = ["llm_explain", "steering", "sae", "patching", "mediation", "bias", "values", "preference", "dpo",
-             "pluralistic", "constitutional"]
+             "pluralistic", "constitutional", "circuits"]
 
 
 def test_no_language_model_topic_module_imports_another_topic_module():

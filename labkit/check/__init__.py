@@ -41,3 +41,4 @@ from .nb12_dpo import *  # noqa: F401,F403
 from .nb13_pluralistic_alignment import *  # noqa: F401,F403
 from .nb14_constitutional_ai import *  # noqa: F401,F403
 from .nb15_datasheets import *  # noqa: F401,F403
+from .nb16_circuits import *  # noqa: F401,F403

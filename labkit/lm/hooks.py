@@ -4,6 +4,11 @@ Every notebook that looks inside the model names an activation the same way, ``"
 
 * ``embed``: output of the token embedding (see the note on GPT-2 below), [batch, seq, d_model];
 * ``resid_pre.L``: input of decoder block L (the residual stream before the block), [batch, seq, d_model];
+* ``q.L``, ``k.L``, ``v.L``: the queries, keys and values entering each head's attention, [batch, seq, heads,
+  d_head] (queries and keys after the rotary position embedding where the model has one). Under grouped-query
+  attention (the course model: 9 query heads, 3 key/value heads) ``k.L`` and ``v.L`` have one entry per *query*
+  head, the key/value head repeated for each head it serves, so an edit of ``k.L[:, :, h]`` is seen by head
+  ``h`` only (what path patching needs: Wang et al. 2023);
 * ``pattern.L``: the attention probabilities softmax(q·k/√d + mask) of every head, [batch, heads, query, key]
   (row q says how much query position q reads from each key position; rows sum to 1);
 * ``head.L``: per-head outputs entering the attention output projection, [batch, seq, heads, d_head];
@@ -46,11 +51,12 @@ Use them with two context managers, which always remove their hooks on exit, als
     with patch(lm, {"resid_pre.5": lambda x: x + 4 * direction}):
         steered = lm.generate("Tell me about the weather")
 
-Attention patterns. Models normally compute attention with a fused kernel (PyTorch's scaled dot-product
-attention) that never materialises the probabilities. While a ``pattern`` site is captured or patched, labkit
-switches the model to its own eager attention (``softmax`` written out, the probabilities passed through a
-hookable module ``labkit_pattern`` on each attention module) and back when the block ends; results differ from
-the fused kernel's only by float rounding (about 1e-6).
+Attention patterns, queries, keys and values. Models normally compute attention with a fused kernel (PyTorch's
+scaled dot-product attention) that never materialises the probabilities. While a ``pattern``, ``q``, ``k`` or
+``v`` site is captured or patched, labkit switches the model to its own eager attention (``softmax`` written
+out, the queries, keys, values and probabilities passed through hookable identity modules ``labkit_q``,
+``labkit_k``, ``labkit_v``, ``labkit_pattern`` on each attention module) and back when the block ends; results
+differ from the fused kernel's only by float rounding (about 1e-6).
 
 Note on ``output_hidden_states=True``: Hugging Face's ``hidden_states[L]`` is ``resid_pre.L`` and
 ``hidden_states[L + 1]`` is ``resid_post.L``, except the last entry, which has the model's final norm applied.
@@ -70,11 +76,13 @@ from torch import nn
 
 __all__ = [
     "sites", "parse_site", "capture", "patch", "run_with_cache", "stop_after", "start_at", "Cache", "Layout", "layout",
-    "hf_module", "LAYER_KINDS", "MODEL_KINDS", "Family", "FAMILIES",
+    "hf_module", "LAYER_KINDS", "MODEL_KINDS", "ATTENTION_KINDS", "Family", "FAMILIES",
 ]
 
 #: Site kinds that need a layer, in the order a forward pass meets them.
-LAYER_KINDS = ("resid_pre", "pattern", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
+LAYER_KINDS = ("resid_pre", "q", "k", "v", "pattern", "head", "attn_out", "mlp_post", "mlp_out", "resid_post")
+#: Site kinds computed inside labkit's eager attention (hooking one switches the model to it, see above).
+ATTENTION_KINDS = ("q", "k", "v", "pattern")
 #: Site kinds without a layer.
 MODEL_KINDS = ("embed",)
 
@@ -123,7 +131,7 @@ class Family:
         """Each layer kind's (path inside a block, ``"input"`` or ``"output"`` of that module)."""
         return {
             "resid_pre": ("", "input"),
-            "pattern": (f"{self.attention}.{_PATTERN_MODULE}", "output"),
+            **{kind: (f"{self.attention}.{module}", "output") for kind, module in _EAGER_MODULES.items()},
             "head": (self.out_proj, "input"),
             "attn_out": (self.attn_out, "output"),
             "mlp_post": (self.down_proj, "input"),
@@ -201,10 +209,10 @@ class Layout:
             return self.embed, "output"
         path, where = FAMILIES[self.family].sites()[kind]
         block = _real_block(self.layers[layer])
-        if kind == "pattern":
+        if kind in ATTENTION_KINDS:
             attention = block.get_submodule(path.rpartition(".")[0])
-            if not isinstance(getattr(attention, _PATTERN_MODULE, None), _Pattern):
-                attention.add_module(_PATTERN_MODULE, _Pattern())  # no parameters: the state dict is unchanged
+            if not isinstance(getattr(attention, _EAGER_MODULES[kind], None), _Pattern):
+                attention.add_module(_EAGER_MODULES[kind], _Pattern())  # no parameters: the state dict is unchanged
         return block.get_submodule(path), where
 
 
@@ -341,14 +349,27 @@ def _per_head(fn, n_heads: int, d_head: int):
     return on_flat
 
 
+def _seq_first(fn):
+    """Wrap ``fn`` so it sees an attention tensor [batch, heads, seq, d_head] as [batch, seq, heads, d_head]."""
+
+    def on_heads_first(x: torch.Tensor) -> torch.Tensor | None:
+        view = x.transpose(1, 2)  # a view: in-place edits reach x
+        new = fn(view)
+        return None if new is None else new.transpose(1, 2)
+
+    return on_heads_first
+
+
 def _add_hook(lay: Layout, kind: str, layer: int | None, fn, prepend: bool = False):
     module, where = lay.locate(kind, layer)
     if kind == "head":
         fn = _per_head(fn, lay.n_heads, lay.d_head)
+    elif kind in ("q", "k", "v"):
+        fn = _seq_first(fn)
     if where == "input":
         return module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True, prepend=prepend)
     handle = module.register_forward_hook(_output_hook(fn), prepend=prepend)
-    return _PatternHandle(lay, handle) if kind == "pattern" else handle
+    return _PatternHandle(lay, handle) if kind in ATTENTION_KINDS else handle
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,24 +377,34 @@ def _add_hook(lay: Layout, kind: str, layer: int | None, fn, prepend: bool = Fal
 
 _PATTERN_IMPL = "labkit_pattern"  # the attention implementation registered with transformers
 _PATTERN_MODULE = "labkit_pattern"  # the submodule of each attention module that the probabilities pass through
+#: The hookable identity submodule of each attention module, per attention site kind.
+_EAGER_MODULES = {"q": "labkit_q", "k": "labkit_k", "v": "labkit_v", "pattern": _PATTERN_MODULE}
 
 
 class _Pattern(nn.Module):
-    """The identity, on the attention probabilities [batch, heads, query, key]: where pattern hooks attach."""
+    """The identity, on the attention probabilities [batch, heads, query, key] (or the queries, keys, values
+    [batch, heads, seq, d_head]): where pattern, q, k and v hooks attach."""
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         return probs
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0,
                        softcap: float | None = None, **kwargs):
     """Eager attention (as the eager implementations of transformers write it for every family of
-    :data:`FAMILIES`), with the softmax probabilities passed through ``module.labkit_pattern`` so that hooks can
-    read or replace them. Gemma's logit soft-capping ``softcap · tanh(s / softcap)`` is applied before the mask
+    :data:`FAMILIES`), with the queries, keys, values (per query head) and the softmax probabilities passed
+    through ``module.labkit_q``, ``labkit_k``, ``labkit_v``, ``labkit_pattern`` so that hooks can read or replace them. Gemma's logit soft-capping ``softcap · tanh(s / softcap)`` is applied before the mask
     (Gemma Team 2024); sliding windows are part of the mask that transformers builds for each layer."""
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    # per query head (keys and values repeated above): what the hooks of q.L, k.L and v.L see and edit
+    query, key, value = (getattr(module, _EAGER_MODULES[kind], _identity)(x)
+                         for kind, x in (("q", query), ("k", key), ("v", value)))
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling

@@ -9,7 +9,11 @@ replaced, e.g. ``(slice(None), 3)`` = head 3 at every position of ``head.L``; ``
 :func:`resid_interventions`.
 
 A **readout** maps the model's logits ``[rows, seq, vocab]`` to one number per row (the engine passes the last
-position only, ``seq = 1``): :func:`logit_diff_readout`, :func:`logratio_readout`.
+position only, ``seq = 1``, unless ``all_positions=True``): :func:`logit_diff_readout`, :func:`logratio_readout`.
+
+The source may also be given as activations instead of a run: ``{site: tensor}`` with one row per prompt pair
+(or one row for all), e.g. the mean of a site over a reference distribution (mean ablation) or zeros (zero
+ablation).
 
 How the work is shared (:func:`run_interventions`, built on :func:`run_copies`):
 
@@ -199,8 +203,23 @@ def _resid(lm, ids: torch.Tensor, layers) -> dict[int, torch.Tensor]:
     return {L: cache[f"resid_pre.{L}"] for L in wanted}
 
 
+def _given_source(lm, acts: Mapping, sites: Sequence[str], K: int) -> dict[str, torch.Tensor]:
+    """Source activations given as ``{site: tensor [K or 1, ...]}``: canonical names, K rows each, on the model's device."""
+    named = {}
+    for site, value in acts.items():
+        if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] not in (1, K):
+            raise ValueError(f"source activation {site!r} must be a tensor with a batch axis of {K} (one row per "
+                             f"prompt) or 1, got {getattr(value, 'shape', type(value).__name__)}")
+        named[_name(lm, site)] = value.detach().to(lm.device).expand(K, *value.shape[1:])
+    missing = [s for s in sites if s not in named]
+    if missing:
+        raise KeyError(f"no source activation for {', '.join(map(repr, missing))}: the given source covers "
+                       f"{', '.join(map(repr, named)) or 'nothing'}")
+    return {s: named[s] for s in sites}
+
+
 def run_copies(lm, base_ids: torch.Tensor, copies: int, edits: Mapping[str, Callable], readout: Readout,
-               start: int | None = None, resid: torch.Tensor | None = None) -> torch.Tensor:
+               start: int | None = None, resid: torch.Tensor | None = None, all_positions: bool = False) -> torch.Tensor:
     """Run ``copies`` copies of the K base prompts in one batch with ``edits``; return the readout ``[copies, K]``.
 
     Row ``j·K + k`` of the batch is copy ``j`` of prompt ``k``; ``edits`` (as for :func:`hooks.patch`) see all
@@ -208,6 +227,8 @@ def run_copies(lm, base_ids: torch.Tensor, copies: int, edits: Mapping[str, Call
     lowest layer among the edited sites; ``start ≤ 0`` runs the whole model from the token ids), from
     ``resid`` = ``resid_pre.start`` of the base prompts when given (computed here otherwise): the blocks
     below cannot be changed by the edits and are not run again. Gradients flow when enabled (float64 result).
+    The readout sees the last position's logits ``[rows, 1, vocab]``, or every position's ``[rows, seq, vocab]``
+    with ``all_positions=True`` (e.g. a loss over the whole sequence).
     """
     _check_pair(base_ids, base_ids)
     if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
@@ -218,11 +239,14 @@ def run_copies(lm, base_ids: torch.Tensor, copies: int, edits: Mapping[str, Call
     if start > 0 and resid is None:
         resid = _resid(lm, base_ids, [start])[start]  # the unedited base run, before the edits are installed
     with hooks.patch(lm, dict(edits)):
-        if start <= 0:
-            logits = lm.last_logits(input_ids=base_ids.repeat(copies, 1))
+        if start <= 0 and all_positions:
+            logits = lm.model(input_ids=base_ids.repeat(copies, 1), use_cache=False).logits
+        elif start <= 0:
+            logits = lm.last_logits(input_ids=base_ids.repeat(copies, 1))[:, None]
         else:
-            logits = lm.run_from(start, resid.repeat(copies, 1, 1))
-    values = readout(logits[:, None])
+            logits = lm.run_from(start, resid.repeat(copies, 1, 1), last_only=not all_positions)
+            logits = logits if all_positions else logits[:, None]
+    values = readout(logits)
     if values.shape != (copies * K,):
         raise ValueError(f"the readout must return one number per row ({copies * K}), got shape {list(values.shape)}")
     return values.double().view(copies, K)
@@ -252,6 +276,7 @@ def run_interventions(
     batch_size: int = 256,
     skip_layers: bool = True,
     progress: bool = False,
+    all_positions: bool = False,
 ) -> torch.Tensor:
     """The readout of ``base_ids`` under each intervention, with activations taken from ``source_ids``: ``[n, K]`` (float64).
 
@@ -262,8 +287,14 @@ def run_interventions(
     layer its interventions touch, from the base run's residual stream computed once (:func:`run_copies`).
     ``batch_size=1, skip_layers=False`` is one full forward pass per intervention; all settings give the same
     numbers up to float rounding.
+
+    ``source_ids`` may instead be the source activations themselves, ``{site: tensor}`` shaped like the site's
+    activation with a batch axis of K (one row per prompt) or 1 (the same for every prompt), covering every
+    site the interventions name: e.g. a site's mean over a reference distribution (mean ablation) or zeros
+    (zero ablation). ``all_positions=True`` gives the readout every position's logits (see :func:`run_copies`).
     """
-    _check_pair(base_ids, source_ids)
+    given = isinstance(source_ids, Mapping)
+    _check_pair(base_ids, base_ids if given else source_ids)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     interventions = [list(iv) for iv in interventions]
@@ -279,7 +310,8 @@ def run_interventions(
                 raise TypeError(f"the index of {site!r} must be a tuple, e.g. (position, neuron), got {index!r}")
             if site not in layer_of:
                 layer_of[site] = _layer(lm, site)  # an unknown site fails here, with a clear message
-    src = _source(lm, source_ids, list(layer_of))
+    K = base_ids.shape[0]
+    src = _given_source(lm, source_ids, list(layer_of), K) if given else _source(lm, source_ids, list(layer_of))
     for iv in interventions:
         for site, index in iv:
             try:
@@ -287,7 +319,6 @@ def run_interventions(
             except IndexError as e:
                 raise IndexError(f"index {index} does not fit {site!r}, whose activation per prompt is "
                                  f"{list(src[site].shape[1:])}: {e}") from None
-    K = base_ids.shape[0]
     start_of = [max(0, min(layer_of[s] for s, _ in iv)) if skip_layers else 0 for iv in interventions]
     resid = _resid(lm, base_ids, start_of)
     order = sorted(range(len(interventions)), key=start_of.__getitem__)
@@ -311,7 +342,8 @@ def run_interventions(
             s = src[site].repeat(B, *([1] * (src[site].dim() - 1)))
             edits[site] = (lambda m, s: (lambda act: torch.where(m, s, act)))(m, s)
         start = min(start_of[j] for j in chunk)
-        out[chunk] = run_copies(lm, base_ids, B, edits, readout, start=start, resid=resid.get(start)).cpu()
+        out[chunk] = run_copies(lm, base_ids, B, edits, readout, start=start, resid=resid.get(start),
+                                all_positions=all_positions).cpu()
     return out
 
 
