@@ -74,6 +74,8 @@ NOTEBOOKS = [
              "critique and revision, AI judges and their biases, collective constitutions"),
     Notebook("15", "datasheets", "Datasheets for datasets", "E",
              "the Gebru et al. questions, a datasheet form, automatic data audits"),
+    Notebook("16", "circuits", "Circuits: induction heads and indirect-object identification", "B",
+             "induction and previous-token heads, IOI, head and path patching, faithfulness and minimality"),
 ]
 BY_NUMBER = {nb.number: nb for nb in NOTEBOOKS}
 
@@ -138,5 +140,6 @@ EXERCISE_LEVELS: dict[str, tuple[int, int]] = {
     "critique_revision": (2, 25),  # 14
     "dpo_pairs": (1, 10),  # 14 (issue 19: the RL-CAI pairs)
     "label_gaps": (2, 20),  # 15
+    "induction_score": (1, 15), "receiver_edit": (2, 20),  # 16 (issue 20)
 }
 
