@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmark scripts (``from _timing import timed, best_of_pair``).
+"""Timing helpers shared by the benchmark scripts (``from _timing import timed, best_of_pair, peak_rss_mb``).
 
 Every measurement synchronises CUDA before reading the clock, so GPU kernels are timed to completion.
 """
@@ -36,3 +36,16 @@ def best_of_pair(fn_a, fn_b, repeats: int = 5, chunk_s: float = 0.1) -> tuple[fl
         ta.append(timed(lambda: [fn_a() for _ in range(inner[0])])[1] / inner[0])
         tb.append(timed(lambda: [fn_b() for _ in range(inner[1])])[1] / inner[1])
     return min(ta), min(tb)
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident memory of process ``pid`` in MB (``VmHWM`` in ``/proc/<pid>/status``); None where there is
+    no ``/proc`` (the caller falls back to polling)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

@@ -36,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when loaded by path (tests/test_gpu_benchmark.py)
+from _timing import peak_rss_mb
+
 from tools import notebooks as nbtools
 
 OUT_DIR = ROOT / "benchmarks" / "notebooks"
@@ -81,17 +84,6 @@ def run_unit_tests(extra: list[str], env: dict) -> dict:
     return {**counts, "exit_code": code, "seconds": round(seconds, 1)}
 
 
-def _peak_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def measure(path: Path, timeout: int = 1200) -> dict:
     """Run the notebook top to bottom in a fresh kernel (which inherits ``LABKIT_DEVICE=cuda``); wall time of its
     cells, then the kernel's device, GPU name and peak GPU memory."""
@@ -108,7 +100,7 @@ def measure(path: Path, timeout: int = 1200) -> dict:
         wall = time.perf_counter() - t0
         probe = nbformat.v4.new_code_cell(_PROBE)
         client.execute_cell(probe, len(nb.cells))
-        peak_rss = _peak_rss_mb(pid)
+        peak_rss = peak_rss_mb(pid)
     text = "".join(o.get("text", "") for o in probe.outputs).strip().splitlines()
     info = json.loads(text[-1]) if text else {}
     return {"wall_s": round(wall, 1), "peak_mb": round(peak_rss) if peak_rss else None,

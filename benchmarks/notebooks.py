@@ -30,25 +30,16 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tools import notebooks as nbtools  # noqa: E402
-from labkit import threads  # noqa: E402
+from _timing import peak_rss_mb
+
+from labkit import threads
+from tools import notebooks as nbtools
 
 # The kernels started below inherit this: passive OpenMP waiting, threads within the CPU budget (labkit/threads.py).
 os.environ.update(threads.thread_env())
 
 OUT_DIR = ROOT / "benchmarks" / "notebooks"
 OUT_MD = ROOT / "benchmarks" / "notebooks.md"
-
-
-def _peak_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class _Poller(threading.Thread):
@@ -80,7 +71,7 @@ def measure(path: Path, timeout: int = 1200, save: bool = False) -> dict:
             client.execute_cell(cell, index)
         wall = time.perf_counter() - t0
         poller.stop.set()
-        peak = _peak_rss_mb(pid) or poller.peak
+        peak = peak_rss_mb(pid) or poller.peak
         if save:  # before asking for the device: nbclient stores every executed cell into the notebook
             nbformat.write(nb, path)
         device = _kernel_device(client)
