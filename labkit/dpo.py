@@ -568,15 +568,20 @@ class LoraDPO:
             self.model.eval()
         return hist
 
+    def _pair_logps(self, c: torch.Tensor, r: torch.Tensor):
+        """Policy and reference log-probabilities of the chosen ``c`` and rejected ``r`` responses of some pairs,
+        the unique responses run through the adapted layers in one batch: (π_θ chosen, π_θ rejected, π_ref
+        chosen, π_ref rejected)."""
+        uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
+        lp = self._score(self._top(uniq), uniq)  # chosen and rejected in one batch
+        pc, pr = lp[inv[: len(c)]], lp[inv[len(c):]]
+        return pc, pr, self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+
     def _train_steps(self, steps, chosen, rejected, beta, opt, hist, progress) -> None:
         from tqdm.auto import tqdm
 
         for b in tqdm(steps, desc="DPO steps", disable=not progress):
-            c, r = chosen[b], rejected[b]
-            uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
-            lp = self._score(self._top(uniq), uniq)  # chosen and rejected in one batch
-            pc, pr = lp[inv[: len(b)]], lp[inv[len(b):]]
-            rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+            pc, pr, rc, rr = self._pair_logps(chosen[b], rejected[b])
             loss = dpo_loss(pc, pr, rc, rr, beta)
             opt.zero_grad()
             loss.backward()
@@ -597,11 +602,7 @@ class LoraDPO:
             opt.zero_grad()
             stats = torch.zeros(5, dtype=torch.float64)  # Σ loss, Σ Δ_w, Σ Δ_l, Σ margin, #(margin > 0) over the shard
             if len(mine):
-                c, r = chosen[mine], rejected[mine]
-                uniq, inv = torch.unique(torch.cat([c, r]), return_inverse=True)
-                lp = self._score(self._top(uniq), uniq)
-                pc, pr = lp[inv[: len(mine)]], lp[inv[len(mine):]]
-                rc, rr = self.ref_logps[c].to(lp.device), self.ref_logps[r].to(lp.device)
+                pc, pr, rc, rr = self._pair_logps(chosen[mine], rejected[mine])
                 losses = dpo_loss(pc, pr, rc, rr, beta, reduction="none")
                 (losses.sum() / n).backward()  # this shard's share of the step's mean loss
                 margin = beta * ((pc - rc) - (pr - rr)).detach()
