@@ -49,6 +49,7 @@ import torch
 
 from labkit.lm import hooks
 from labkit.lm import interventions as I
+from labkit.stats import spearman
 from labkit.validation import integer_at_least as _int
 from labkit.validation import language_model as _check_lm
 
@@ -577,7 +578,7 @@ def head_attribution(lm, group: dict, positions: Sequence[str] = POSITIONS) -> t
 
 def compare_estimates(exact: torch.Tensor, estimate: torch.Tensor, k: int = 10) -> dict[str, float]:
     """How well an estimate ranks and sizes the exact effects: Pearson correlation, Spearman rank correlation,
-    and the top-k overlap ``|top_k(|exact|) ∩ top_k(|estimate|)| / k``."""
+    (:func:`labkit.stats.spearman`, ties averaged) and the top-k overlap ``|top_k(|exact|) ∩ top_k(|estimate|)| / k``."""
     if not isinstance(exact, torch.Tensor) or not isinstance(estimate, torch.Tensor):
         raise TypeError("exact and estimate must be tensors")
     if exact.shape != estimate.shape or exact.numel() < 2:
@@ -593,10 +594,9 @@ def compare_estimates(exact: torch.Tensor, estimate: torch.Tensor, k: int = 10) 
         den = (x.norm() * y.norm()).item()
         return float((x @ y) / den) if den > 0 else float("nan")
 
-    ranks = lambda x: x.argsort().argsort().double()
     top_a = set(a.abs().topk(k).indices.tolist())
     top_b = set(b.abs().topk(k).indices.tolist())
-    return {"pearson": pearson(a, b), "spearman": pearson(ranks(a), ranks(b)), "top_k_overlap": len(top_a & top_b) / k}
+    return {"pearson": pearson(a, b), "spearman": spearman(a, b), "top_k_overlap": len(top_a & top_b) / k}
 
 
 # --------------------------------------------------------------------------------------------------
