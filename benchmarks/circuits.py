@@ -9,7 +9,10 @@ their ABC corruptions), metric logit(IO) − logit(S) at END:
    ``circuits.path_patching`` (one sender run per sender, shared by all receivers, senders and pairs batched,
    each pass started at its lowest layer) vs ``circuits.path_patching_naive`` (a full sender run and a full
    receiver run per pair, plain ``hooks.patch``); the numbers must be identical up to float rounding (asserted);
-2. the batched version alone on every head (270) as sender to the same 5 receivers, to size the notebook.
+2. the batched version alone on every head (270) as sender to the same 5 receivers, to size the notebook;
+3. edge attribution patching (``circuits.edge_attribution``, Syed et al. 2023): the same 100 pairs against the
+   exact quantity it estimates (path patching with frozen MLPs, batched), correlation reported; and every edge
+   between the 270 heads (72,900 per receiver input) from one forward and one backward pass.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ def main() -> int:
     every = [(L, h) for L in range(lm.n_layers) for h in range(lm.n_heads)]
     _, t_full = timed(lambda: circuits.path_patching(lm, g["clean_ids"], g["corrupt_ids"], every, receivers,
                                                         readout, via="q"))
+    frozen, t_frozen = timed(lambda: circuits.path_patching(*args, via="q", freeze_mlps=True), 2)
+    eap, t_eap = timed(lambda: circuits.edge_attribution(*args, via="q"), 2)
+    agree = circuits.compare_estimates(frozen, eap, k=10)
+    _, t_eap_all = timed(lambda: circuits.edge_attribution(lm, g["clean_ids"], g["corrupt_ids"], every, every,
+                                                           readout, via="q"), 2)
     n_pairs = len(senders) * len(receivers)
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s) "
@@ -67,7 +75,16 @@ def main() -> int:
               f"{t_batched:.2f} | {t_naive / t_batched:.1f}× |"),
              (f"| batched, all {len(every)} heads as senders | {len(every) * len(receivers)} | batched | {t_full:.2f} | "
               f"(naive would take about {t_naive / n_pairs * len(every) * len(receivers):.0f} s) |"),
-             "", f"Largest difference between batched and naive: {diff:.1e} (the same numbers; asserted < 1e-4)."]
+             "", f"Largest difference between batched and naive: {diff:.1e} (the same numbers; asserted < 1e-4).", "",
+             ("Edge attribution patching (EAP) estimates path patching with frozen MLPs (only the edge changes) to "
+              "first order, from one forward pass per input and one backward pass:"), "",
+             "| frozen-MLP path effects | edges | wall time (s) | speed-up | agreement with exact |",
+             "|---|---|---|---|---|",
+             f"| exact, batched (`path_patching(freeze_mlps=True)`) | {n_pairs} | {t_frozen:.2f} | 1.0× | — |",
+             (f"| EAP (`edge_attribution`) | {n_pairs} | {t_eap:.2f} | {t_frozen / t_eap:.1f}× | Pearson "
+              f"{agree['pearson']:.3f}, Spearman {agree['spearman']:.3f}, top-10 overlap {agree['top_k_overlap']:.1f} |"),
+             (f"| EAP, every head to every head | {len(every) ** 2} | {t_eap_all:.2f} | (exact batched at the rate "
+              f"above: about {t_frozen / n_pairs * len(every) ** 2 / 60:.0f} min) | — |")]
     text = ("# Path-patching benchmark\n\nMeasured by `python benchmarks/circuits.py` in one run on " + machine +
             ". On a shared machine absolute times vary; the ratio, measured side by side, is the point.\n\n" +
             "\n".join(lines) + "\n")
@@ -78,6 +95,8 @@ def main() -> int:
         "machine": machine, "template": g["template"], "K": K, "senders": senders, "receivers": receivers,
         "naive_s": t_naive, "batched_s": t_batched, "speedup": t_naive / t_batched, "max_abs_diff": diff,
         "all_heads_batched_s": t_full, "all_heads_pairs": len(every) * len(receivers),
+        "frozen_batched_s": t_frozen, "eap_s": t_eap, "eap_agreement": agree, "eap_all_edges_s": t_eap_all,
+        "eap_all_edges": len(every) ** 2,
     }, indent=1) + "\n")
     return 0
 

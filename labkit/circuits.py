@@ -62,6 +62,7 @@ __all__ = [
     "compare_estimates",
     "document_start",
     "duplicate_token_scores",
+    "edge_attribution",
     "head_attribution",
     "head_means",
     "head_patching",
@@ -822,6 +823,118 @@ def path_patching_naive(lm, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, 
             with hooks.patch(lm, {site: receive(site) for site in sites}):
                 m = readout(lm.model(input_ids=clean_ids).logits[:, -1:]).double().cpu()
             out[i, j] = (m - base).mean()
+    return out.float()
+
+
+# --------------------------------------------------------------------------------------------------
+# Edge attribution patching
+
+
+def _attn_contribution(lm, layer: int):
+    """The map from a layer's per-head outputs ``head.L`` [rows, seq, heads, d_head] to what the attention sub-layer
+    adds to the residual stream (``attn_out.L``): the output projection, then, in Gemma, the post-attention norm."""
+    lay = hooks.layout(lm)
+    out_proj, _ = lay.locate("head", layer)
+    family = hooks.FAMILIES[lay.family]
+    post = None if family.attn_out == family.attention else lay.locate("attn_out", layer)[0]
+
+    def contribution(z: torch.Tensor) -> torch.Tensor:
+        out = out_proj(z.flatten(-2))
+        out = out[0] if isinstance(out, tuple) else out
+        return out if post is None else post(out)
+    return contribution
+
+
+def _sender_deltas(lm, senders, clean, corrupt) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """``Δr`` of every (sender group, layer) the group has heads in: what the group's heads in that layer add to the
+    residual stream when their outputs take their corrupted values and every other head keeps its clean one,
+    ``attn_out(z with the group's heads corrupted) − attn_out(z_clean)`` ([rows, K, seq, d_model]), and the
+    (group, layer) of each row."""
+    rows, deltas = [], []
+    for L in sorted({L for group in senders for L, _ in group}):
+        members = [(i, [h for layer, h in group if layer == L]) for i, group in enumerate(senders)]
+        members = [(i, hs) for i, hs in members if hs]
+        z0, z1 = clean[f"head.{L}"], corrupt[f"head.{L}"]
+        mask = torch.zeros(len(members), 1, 1, lm.n_heads, 1, dtype=torch.bool, device=z0.device)
+        for row, (_, hs) in enumerate(members):
+            mask[row, 0, 0, hs] = True
+        z = torch.where(mask, z1, z0)  # [rows, K, seq, heads, d_head]
+        f = _attn_contribution(lm, L)
+        deltas.append(f(z.flatten(0, 1)).unflatten(0, z.shape[:2]) - f(z0))
+        rows += [(i, L) for i, _ in members]
+    return torch.cat(deltas), rows
+
+
+@torch.no_grad()
+def edge_attribution(lm, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, senders, receivers, readout: I.Readout,
+                     via="q", receiver_positions=None) -> torch.Tensor:
+    """Edge attribution patching (EAP; Syed, Rager & Conmy 2023): a first-order estimate of every sender → receiver
+    path effect, from one forward pass on each input and one backward pass.
+
+    The exact quantity is :func:`path_patching` with ``freeze_mlps=True``: only the edge changes, so the receiver's
+    input ``x_r`` (its query, key or value, ``via``) is computed from the clean residual stream plus the sender's
+    change ``Δr_s = attn_out(z_s = z_s(x_ABC)) − attn_out(z_clean)``. To first order in ``Δr_s``
+
+        ``F(s → r) ≈ ⟨∂m/∂r_r , Δr_s⟩``,  ``∂m/∂r_r = J_{x_r}(r)ᵀ ∂m/∂x_r``,
+
+    the gradient of the metric with respect to the receiver's input ``x_r``, carried back to the residual stream
+    ``r`` entering the receiver's layer through that input alone (its norm and projection), averaged over the K
+    prompt pairs (sum over positions and d_model). ``∂m/∂x_r`` comes from one backward pass for every receiver;
+    the step back to ``r`` is one small vector-Jacobian product per receiver layer (batched over its heads and
+    inputs). A sender at or above a receiver's layer has no path: 0. Groups add (the estimate is linear), as do
+    the inputs of ``via``. ``receiver_positions`` keeps only the receivers' inputs at those positions; with
+    ``receivers=None`` the receiver is the final residual stream (the sender's direct path to the logits).
+    Same arguments as :func:`path_patching`; returns ``[n_senders, n_receivers]`` (``[n_senders]`` without
+    receivers), float32.
+    """
+    senders, receivers, via, rpos = _path_args(lm, clean_ids, corrupt_ids, senders, receivers, readout, via,
+                                               receiver_positions)
+    clean_ids, corrupt_ids = clean_ids.to(lm.device), corrupt_ids.to(lm.device)
+    K, seq = clean_ids.shape
+    clean, corrupt = _head_caches(lm, clean_ids, corrupt_ids, freeze_mlps=False)
+    deltas, rows = _sender_deltas(lm, senders, clean, corrupt)  # [rows, K, seq, d_model]
+    row_group = torch.tensor([i for i, _ in rows])
+    row_layer = torch.tensor([L for _, L in rows])
+    last = f"resid_post.{lm.n_layers - 1}"
+    if receivers is None:
+        with torch.enable_grad(), hooks.capture(lm, last, detach=False) as cache:
+            m = readout(lm.last_logits(input_ids=clean_ids)[:, None]).sum()
+            (grad,) = torch.autograd.grad(m, cache[last])
+        scores = torch.einsum("ksd,rksd->r", grad.float(), deltas.float()) / K
+        return torch.zeros(len(senders)).index_add_(0, row_group, scores.cpu())
+    # receiver inputs: one (input, layer, head) per row of the gradient matrix, with the receiver groups they feed
+    inputs = sorted({(x, L, h) for r in receivers for L, h in r for x in via if L > 0}, key=lambda t: (t[1], t[0], t[2]))
+    out = torch.zeros(len(senders), len(receivers), dtype=torch.float64)
+    if not inputs:
+        return out.float()
+    layers = sorted({L for _, L, _ in inputs})
+    x_sites = sorted({f"{x}.{L}" for x, L, _ in inputs})
+    r_sites = [f"resid_pre.{L}" for L in layers]
+    pos = torch.zeros(1, seq, 1, 1, device=lm.device)
+    pos[:, rpos if rpos is not None else slice(None)] = 1
+    per_input = torch.zeros(len(inputs), len(rows), dtype=torch.float64)  # ⟨∂m/∂r_r, Δr_s⟩ per input and sender row
+    with torch.enable_grad(), hooks.capture(lm, x_sites + r_sites, detach=False) as cache:
+        m = readout(lm.last_logits(input_ids=clean_ids)[:, None]).sum()
+        grads = dict(zip(x_sites, torch.autograd.grad(m, [cache[s] for s in x_sites], retain_graph=True)))
+        for L in layers:
+            here = [(n, x, h) for n, (x, layer, h) in enumerate(inputs) if layer == L]
+            sites = sorted({f"{x}.{L}" for _, x, _ in here})
+            # one grad_output per (input, head): ∂m/∂x at that head (and the chosen positions), zero elsewhere
+            outs = {s: torch.zeros(len(here), *cache[s].shape, dtype=cache[s].dtype, device=lm.device) for s in sites}
+            for b, (_, x, h) in enumerate(here):
+                outs[f"{x}.{L}"][b, :, :, h] = (grads[f"{x}.{L}"] * pos)[:, :, h]
+            (back,) = torch.autograd.grad([cache[s] for s in sites], cache[f"resid_pre.{L}"],
+                                          [outs[s] for s in sites], retain_graph=True, is_grads_batched=True)
+            below = (row_layer < L).nonzero().flatten()
+            if len(below):
+                dots = back.flatten(1).float() @ deltas[below].flatten(1).float().T / K  # [len(here), rows below]
+                per_input[torch.tensor([n for n, _, _ in here])[:, None], below.cpu()[None, :]] = dots.double().cpu()
+    index = {t: n for n, t in enumerate(inputs)}
+    for j, r in enumerate(receivers):
+        mine = [index[(x, L, h)] for L, h in r for x in via if L > 0]
+        if mine:
+            out[:, j] = torch.zeros(len(senders), dtype=torch.float64).index_add_(0, row_group,
+                                                                                     per_input[mine].sum(0))
     return out.float()
 
 
