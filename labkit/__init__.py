@@ -22,7 +22,11 @@ threads.prepare()  # the OpenMP thread variables, before torch loads (see labkit
 from labkit.claims import claim  # noqa: E402
 from labkit.runtime import get_device, seed_everything, setup  # noqa: E402
 
-__all__ = ["__version__", "setup", "get_device", "seed_everything", "claim", "load_lm", "load_embedder"]
+__all__ = ["__version__", "setup", "get_device", "seed_everything", "claim", "load_lm", "load_embedder",
+           "COURSE_MODEL"]
+
+#: The course language model (SmolLM2-135M-Instruct, offline): every language-model notebook's default ``MODEL``.
+COURSE_MODEL = "smollm2-135m-instruct"
 
 
 def load_lm(*args, **kwargs):

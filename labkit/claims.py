@@ -7,6 +7,11 @@
 with them when the condition is false, so a re-run that changes a result fails the notebook instead of
 leaving the prose wrong. State the tolerance in the condition (``abs(x - 0.5) < 0.05``), not in the prose
 alone.
+
+The sentences describe the **course model**. A notebook can run on another model (its ``MODEL`` setting: any hub
+id or saved folder); once this process has loaded a language model other than the course model
+(:func:`labkit.load_lm` records it in :data:`STATE`), a claim that does not hold prints a ✗ line with its
+numbers and the notebook goes on, because the sentence was measured on the course model, not on this one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["claim", "ClaimFailed"]
+__all__ = ["claim", "ClaimFailed", "STATE"]
+
+#: ``other_model``: the name of a language model other than the course model, once this process has loaded one
+#: (set by :func:`labkit.lm.load.load_lm`); None while only the course model (or no model) was loaded.
+STATE: dict = {"other_model": None}
 
 
 class ClaimFailed(AssertionError):
@@ -71,6 +80,11 @@ def claim(condition, text: str, **numbers) -> None:
     evidence = ", ".join(f"{name} = {_format(value)}" for name, value in numbers.items())
     if condition:
         print(f"✓ {text}" + (f" ({evidence})" if evidence else ""))
+        return
+    other = STATE["other_model"]
+    if other is not None:
+        print(f"✗ not on {other}: {text}" + (f" ({evidence})" if evidence else "")
+              + " — this sentence describes the course model; with another model the numbers differ.")
         return
     raise ClaimFailed(f"✗ this run does not support the claim: {text!r}" + (f" — {evidence}" if evidence else "")
                       + ". The numbers changed: update the analysis or the text, do not loosen the claim to fit.")

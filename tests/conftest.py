@@ -28,3 +28,13 @@ def lm():
     from labkit.lm import load_lm
 
     return load_lm()
+
+
+@pytest.fixture(autouse=True)
+def _claims_describe_the_course_model():
+    """A test that loads another model makes this process's claims lenient (labkit.claims.STATE); reset it so
+    that no other test sees it."""
+    from labkit import claims
+
+    yield
+    claims.STATE["other_model"] = None

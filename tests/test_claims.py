@@ -35,3 +35,48 @@ def test_a_false_claim_raises_with_the_numbers():
 def test_bad_use_is_refused(condition, text, error):
     with pytest.raises(error):
         claim(condition, text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims describe the course model: with another model loaded they report instead of raising
+
+
+@pytest.fixture(scope="module")
+def other_model_folder(tmp_path_factory):
+    from other_model import save_other_model
+
+    return save_other_model(tmp_path_factory.mktemp("other"))
+
+
+def test_with_another_model_a_false_claim_is_reported_not_raised(other_model_folder, lm, capsys):
+    import labkit
+    from labkit import claims
+
+    assert labkit.COURSE_MODEL == lm.name  # the notebooks' default MODEL is the course model
+    labkit.load_lm(labkit.COURSE_MODEL)  # the course model keeps claims strict
+    assert claims.STATE["other_model"] is None
+    with pytest.raises(ClaimFailed):
+        claim(False, "the course model does this", r=0.5)
+    other = labkit.load_lm(str(other_model_folder))
+    assert claims.STATE["other_model"] == other.name
+    claim(False, "the course model does this", r=0.5)
+    claim(True, "this holds anywhere")
+    out = capsys.readouterr().out
+    assert f"✗ not on {other.name}: the course model does this (r = 0.5)" in out and "✓ this holds anywhere" in out
+
+
+def test_an_organism_for_another_model_is_trained_from_its_recipe(other_model_folder, capsys):
+    import labkit
+    from labkit import organisms
+
+    other = labkit.load_lm(str(other_model_folder))
+    org = organisms.load_organism(other, "judge", progress=False)
+    try:
+        assert "training it into" in capsys.readouterr().out
+        from labkit.organisms import judge as recipe
+
+        assert org.n_lora_layers == recipe.ADAPTER["n_lora_layers"]
+        losses = org.history["choice_kl"]  # per step, the KL of its choices from the planted targets
+        assert len(losses) == recipe.TRAINING["steps"] and sum(losses[-3:]) < sum(losses[:3])
+    finally:
+        org.remove()

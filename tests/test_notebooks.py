@@ -135,9 +135,48 @@ def _isolated(nb):
     return reduced
 
 
+@pytest.fixture(scope="session")
+def other_model(tmp_path_factory) -> str:
+    """A tiny random Qwen2 model with the course tokenizer, saved in a folder (tests/other_model.py)."""
+    from other_model import save_other_model
+
+    return str(save_other_model(tmp_path_factory.mktemp("other-model")))
+
+
+def _with_model(nb, folder: str):
+    """The notebook with its MODEL setting pointing at ``folder``."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and notebooks.MODEL_SETTING.search(cell.source):
+            cell.source = notebooks.MODEL_SETTING.sub(f"MODEL = {folder!r}  # a tiny random model of another family",
+                                                      cell.source)
+    return nb
+
+
+def _uses_a_language_model(nb) -> bool:
+    return any(c.cell_type == "code" and "load_lm(" in c.source for c in nb.cells)
+
+
 @pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
-def test_student_version_runs(path):
+def test_every_language_model_notebook_reads_its_model_from_one_setting(path):
+    nb = nbformat.read(path, as_version=4)
+    if not _uses_a_language_model(nb):
+        pytest.skip("no language model")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert len(notebooks.MODEL_SETTING.findall(code)) == 1, "one `MODEL = labkit.COURSE_MODEL` line at the top"
+    calls = re.findall(r"load_lm\(([^)]*)\)", code)
+    assert calls and all(c.split(",")[0].strip() == "MODEL" for c in calls), f"load_lm must load MODEL: {calls}"
+
+
+@pytest.mark.parametrize("path", COMPLETE, ids=lambda p: p.name)
+def test_student_version_runs(path, request):
+    """A student's "Run all". A language-model notebook runs with its MODEL set to a tiny random model of another
+    architecture (Qwen2, tests/other_model.py): every labkit call it makes must work for a model that is not the
+    course model, and its claims (which describe the course model) print instead of failing. The complete
+    notebook runs on the course model (nbval), so both are covered, at a fraction of the time of a second full pass."""
     student = nbformat.read(notebooks.student_path(path), as_version=4)
+    if _uses_a_language_model(student) and notebooks.MODEL_SETTING.search(
+            "\n".join(c.source for c in student.cells if c.cell_type == "code")):
+        student = _with_model(student, request.getfixturevalue("other_model"))
     nb = student if FULL else _isolated(student)
     client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute()

@@ -29,6 +29,9 @@ TITLE_TAG = "labkit-title"
 SETUP_TAG = "labkit-setup"
 MAP_TAG = "labkit-course-map"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+#: The one line of a language-model notebook that names its model (``lm = labkit.load_lm(MODEL)`` follows);
+#: the tests run the student versions with another model by replacing it.
+MODEL_SETTING = re.compile(r"^MODEL = labkit\.COURSE_MODEL\b.*$", re.M)
 MAP_START, MAP_END = "<!-- course-map:start -->", "<!-- course-map:end -->"
 EXERCISES_START, EXERCISES_END = "<!-- exercises:start -->", "<!-- exercises:end -->"
 MODULES_START, MODULES_END = "<!-- modules:start -->", "<!-- modules:end -->"

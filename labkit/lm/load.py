@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from labkit import claims
 from labkit.lm import install
 from labkit.lm.install import (
     COURSE_LMS,
@@ -124,6 +125,9 @@ def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dt
     The activation sites of :mod:`labkit.lm.hooks` work for the families in ``hooks.FAMILIES``; other
     architectures load, but looking inside them raises an error naming the supported families.
 
+    Loading any model other than the course model makes this process's failing claims print instead of raise
+    (:mod:`labkit.claims`): the notebooks' sentences describe the course model.
+
     Guarantees for the course model: every byte of the cache is checked against its CRC-32 (in a background
     thread, while transformers is imported) and the loaded model's logits against the fingerprint stored at
     build time (on the CPU in float32, before any dtype or device change); a damaged cache is rebuilt from
@@ -145,6 +149,8 @@ def load_lm(name: str = DEFAULT_LM, device: str | torch.device | None = None, dt
     if device_map is None:
         model.to(dev)
     model.eval()
+    if kind != "course":  # the notebooks' claims describe the course model: report them, do not raise
+        claims.STATE["other_model"] = str(source)
     return LanguageModel(model, tokenizer, name=str(source))
 
 

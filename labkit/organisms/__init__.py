@@ -39,6 +39,7 @@ import torch
 
 from labkit import validation
 from labkit.dpo import encode_responses
+from labkit.lm.install import COURSE_LMS
 
 __all__ = ["Organism", "ORGANISMS", "ADAPTER_DIR", "load_organism", "build_organism", "save_organism", "rebuild_difference",
            "choice_examples", "text_examples", "sha256_of", "main"]
@@ -368,9 +369,13 @@ def save_organism(org: Organism, folder: str | Path = ADAPTER_DIR) -> Path:
     return path
 
 
-def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR) -> Organism:
+def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR, progress: bool = True) -> Organism:
     """The shipped organism ``name`` inserted into ``lm`` (off until ``with organism:``); its file's sha256 is
-    checked against the ``.json`` written with it, and a mismatch raises instead of planting something else."""
+    checked against the ``.json`` written with it, and a mismatch raises instead of planting something else.
+
+    The shipped adapters are trained for the course model. For any other model (a notebook's ``MODEL`` set to
+    another hub id or folder) the organism is trained from its recipe instead (:func:`build_organism`, with a
+    message and a progress bar): the same data and settings, planted in that model."""
     from safetensors.torch import load_file
 
     if not isinstance(name, str):
@@ -379,6 +384,10 @@ def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR) -> Organism:
         raise ValueError(f"unknown organism {name!r}: choose one of {', '.join(ORGANISMS)}")
     validation.language_model(lm)
     folder = _folder(folder)
+    if lm.name not in COURSE_LMS:
+        print(f"The shipped {name!r} organism is trained for the course model; training it into {lm.name} from its "
+              f"recipe (labkit/organisms/{name}.py).")
+        return build_organism(lm, name, progress=progress)
     path, meta = folder / f"{name}.safetensors", folder / f"{name}.json"
     if not path.exists() or not meta.exists():
         raise FileNotFoundError(f"no shipped organism {name!r} in {folder}: build it with "
