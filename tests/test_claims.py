@@ -78,5 +78,8 @@ def test_an_organism_for_another_model_is_trained_from_its_recipe(other_model_fo
         assert org.n_lora_layers == recipe.ADAPTER["n_lora_layers"]
         losses = org.history["choice_kl"]  # per step, the KL of its choices from the planted targets
         assert len(losses) == recipe.TRAINING["steps"] and sum(losses[-3:]) < sum(losses[:3])
+        # its summary, as for a shipped organism (the notebooks print it)
+        assert org.info["parameters"] == sum(p.numel() for p in org.parameters)
+        assert org.info["final_choice_kl"] == round(sum(losses[-10:]) / len(losses[-10:]), 4)
     finally:
         org.remove()

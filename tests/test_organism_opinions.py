@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -71,6 +72,9 @@ def test_stance_recovery_on_known_tables():
     w = opinions.stance_recovery(wording, s, dep)
     assert w["wording_share"] == pytest.approx(1.0)
     assert w["persona_effect"] == pytest.approx(0.0)
+    # a constant table (a model that answers everything alike): nothing to correlate or share out
+    c = opinions.stance_recovery(torch.full((20, 10, 3), 0.25, dtype=torch.float64), s, dep)
+    assert math.isnan(c["correlation"]) and math.isnan(c["wording_share"]) and c["persona_effect"] == 0.0
 
 
 def test_open_prompts_order():

@@ -375,7 +375,8 @@ def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR, progress: boo
 
     The shipped adapters are trained for the course model. For any other model (a notebook's ``MODEL`` set to
     another hub id or folder) the organism is trained from its recipe instead (:func:`build_organism`, with a
-    message and a progress bar): the same data and settings, planted in that model."""
+    message and a progress bar): the same data and settings, planted in that model; its ``info`` is the summary
+    :func:`save_organism` writes (size, sha256, final losses), from a copy saved to a temporary folder."""
     from safetensors.torch import load_file
 
     if not isinstance(name, str):
@@ -387,7 +388,12 @@ def load_organism(lm, name: str, folder: str | Path = ADAPTER_DIR, progress: boo
     if lm.name not in COURSE_LMS:
         print(f"The shipped {name!r} organism is trained for the course model; training it into {lm.name} from its "
               f"recipe (labkit/organisms/{name}.py).")
-        return build_organism(lm, name, progress=progress)
+        import tempfile
+
+        org = build_organism(lm, name, progress=progress)
+        with tempfile.TemporaryDirectory() as tmp:
+            org.info = json.loads(save_organism(org, tmp).with_suffix(".json").read_text())
+        return org
     path, meta = folder / f"{name}.safetensors", folder / f"{name}.json"
     if not path.exists() or not meta.exists():
         raise FileNotFoundError(f"no shipped organism {name!r} in {folder}: build it with "

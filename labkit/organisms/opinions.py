@@ -210,7 +210,8 @@ def stance_recovery(stance, planted, persona_dependent: Sequence[int]) -> dict[s
 
     * ``correlation``: Pearson r between the wording-averaged stance ȳ_p·k and the planted s_pk over all P·K cells;
     * ``wording_share``: the share of the table's variance due to the wording (SS_variant / SS_total,
-      :func:`labkit.values.variance_decomposition`);
+      :func:`labkit.values.variance_decomposition`); NaN for a constant table (no variance to share out), as
+      ``correlation`` is NaN then;
     * ``persona_effect``: mean over the ``persona_dependent`` propositions of sign(s_farmer − s_engineer) ·
       (ȳ_farmer − ȳ_engineer), i.e. how far the measured stance moves *in the planted direction* between the two
       personas (personas 1 and 2), next to ``planted_persona_effect``, the same with the planted stances
@@ -239,7 +240,8 @@ def stance_recovery(stance, planted, persona_dependent: Sequence[int]) -> dict[s
     others = [i for i in range(P) if i not in set(dep)]
     return {
         "correlation": corr,
-        "wording_share": values.variance_decomposition(y)["prompt variant"],
+        "wording_share": (values.variance_decomposition(y)["prompt variant"] if bool((y != y[0, 0, 0]).any())
+                          else float("nan")),
         "persona_effect": float((direction * (ybar[dep, 1] - ybar[dep, 2])).mean()),
         "planted_persona_effect": float((s[dep, 1] - s[dep, 2]).abs().mean()),
         "persona_effect_elsewhere": float((ybar[others, 1] - ybar[others, 2]).abs().mean()) if others else 0.0,
