@@ -168,10 +168,12 @@ def _selectivity_cases(lm=None) -> list[Case]:
     lm = course_model() if lm is None else lm  # the notebook's model when the check cell passes it
     from labkit.llm_explain import agreement_dataset
 
-    # the notebook's real activations: last-token states of 96 agreement prompts at layers 2, 10 and 20
+    # the notebook's real activations: last-token states of 96 agreement prompts at three layers (2, 10 and 20 of
+    # the course model's 30; the same fractions of another model's depth)
     data = agreement_dataset(seed=0)
     pick = torch.randperm(len(data["prompts"]), generator=torch.Generator().manual_seed(1))[:96]
-    X = lm.last_token_states([data["prompts"][i] for i in pick])[[2, 10, 20]].double()
+    layers = [lm.n_layers // 15, lm.n_layers // 3, 2 * lm.n_layers // 3]
+    X = lm.last_token_states([data["prompts"][i] for i in pick])[layers].double()
     y, words = data["labels"][pick], [data["subjects"][i] for i in pick]
     # a toy set: 8 word types, each repeated, the label readable along feature 0
     g = torch.Generator().manual_seed(5)
@@ -181,7 +183,7 @@ def _selectivity_cases(lm=None) -> list[Case]:
     X_toy[:, 0] += 1.5 * (2 * y_toy - 1)
     order = torch.randperm(40, generator=g)
     return [
-        Case("SmolLM2's last-token states of 96 agreement prompts, layers 2, 10, 20 (the notebook's task)",
+        Case(f"the model's last-token states of 96 agreement prompts, layers {layers} (the notebook's task)",
              (X, y, words, torch.arange(64), torch.arange(64, 96)), {"l2": 10.0, "seed": 0}),
         Case("the same, another control seed", (X[1:2], y, words, torch.arange(32, 96), torch.arange(32)),
              {"l2": 10.0, "seed": 3}),
