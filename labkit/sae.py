@@ -509,7 +509,8 @@ def ce_loss_recovered(lm, sae: SparseAutoencoder, tokens: torch.Tensor, site: st
 
     Positions ≥ ``skip_first`` are replaced and scored. ``mean_act`` ([D], model units) is the ablation
     value (default: the mean of the site on ``tokens``). Returns a dict with ``ce_clean``, ``ce_sae``,
-    ``ce_ablated`` and ``recovered = (CE_ablated − CE_sae) / (CE_ablated − CE_clean)``.
+    ``ce_ablated`` and ``recovered = (CE_ablated − CE_sae) / (CE_ablated − CE_clean)``, NaN where mean-ablation
+    does not raise the loss (CE_ablated ≤ CE_clean: the fraction is undefined, as in an untrained model).
     """
     _check_lm(lm)
     _check_sae(sae)
@@ -542,14 +543,12 @@ def ce_loss_recovered(lm, sae: SparseAutoencoder, tokens: torch.Tensor, site: st
 
     with hooks.patch(lm, {site: ablate}):
         ablated = ce(lm.model(input_ids=tokens).logits)
-    if ablated <= clean:
-        raise ValueError(f"mean-ablating {site} does not raise the loss ({clean:.4f} → {ablated:.4f}): the fraction "
-                         f"recovered is undefined; use more tokens or another ablation value (mean_act)")
     return {
         "ce_clean": clean,
         "ce_sae": spliced,
         "ce_ablated": ablated,
-        "recovered": (ablated - spliced) / (ablated - clean),
+        # undefined (NaN) where ablating the site does not raise the loss, e.g. in an untrained model
+        "recovered": (ablated - spliced) / (ablated - clean) if ablated > clean else float("nan"),
     }
 
 

@@ -131,3 +131,24 @@ def test_training_loop_is_train_sae_without_rescaling_or_resampling():
     assert torch.allclose(model.W_d.norm(dim=0), torch.ones(16), atol=1e-5)
     with pytest.raises(ValueError, match="width"):
         S.training_loop(model, torch.randn(10, 5), 0.1)
+
+
+def test_loss_recovered_is_undefined_where_ablation_does_not_raise_the_loss(tmp_path):
+    """In an untrained model mean-ablating the last residual stream lowers the next-token loss (flatter predictions):
+    the fraction recovered (CE_abl − CE_sae) / (CE_abl − CE_clean) is undefined, so it is NaN (notebook 07 runs on
+    another model), while the three cross-entropies are still reported; the clean one is the model's own loss."""
+    import math
+
+    from other_model import save_other_model
+
+    from labkit.lm import load_lm
+
+    other = load_lm(str(save_other_model(tmp_path)))
+    tokens = datasets.corpus_token_batches(other, seq_len=32, max_tokens=32 * 4)
+    site = f"resid_post.{other.n_layers - 1}"
+    r = sae.ce_loss_recovered(other, sae.SparseAutoencoder(other.d_model, expansion=1, seed=0), tokens, site, skip_first=1)
+    assert r["ce_ablated"] < r["ce_clean"] - 0.01 and math.isnan(r["recovered"])
+    with torch.no_grad():
+        logits = other.model(input_ids=tokens).logits[:, 1:-1]
+    own = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 2:].flatten())
+    assert r["ce_clean"] == pytest.approx(float(own), rel=1e-5)

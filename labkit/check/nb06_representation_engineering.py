@@ -179,13 +179,14 @@ def _steered_cases(lm=None) -> list[Case]:
     V = diff_of_means(states[:, :16], states[:, 16:], normalize=False)  # the notebook's un-normalised vectors
     prompts = ["I just got back from the new restaurant. Honestly, the food was", "The weather this weekend was",
                "The service at the hotel was"]
+    mid, later, early = lm.n_layers // 3, lm.n_layers * 2 // 5, lm.n_layers // 5  # 10, 12, 6 of 30 layers
     return [
-        Case("the notebook's sentiment vector of layer 10, c = 4 at every position, 3 prompts",
-             (lm, prompts, V[10], 4.0, 10, GOOD, BAD)),
-        Case("layer 12, c = −6 at the last position only (positions=[-1])",
-             (lm, prompts, V[12], -6.0, 12, GOOD, BAD), {"positions": [-1]}),
-        Case("layer 6, c = 8 on one prompt", (lm, prompts[1:2], V[6], 8.0, 6, GOOD, BAD)),
-        Case("c = 0 must give the unsteered score", (lm, prompts, V[10], 0.0, 10, GOOD, BAD)),
+        Case(f"the notebook's sentiment vector of layer {mid}, c = 4 at every position, 3 prompts",
+             (lm, prompts, V[mid], 4.0, mid, GOOD, BAD)),
+        Case(f"layer {later}, c = −6 at the last position only (positions=[-1])",
+             (lm, prompts, V[later], -6.0, later, GOOD, BAD), {"positions": [-1]}),
+        Case(f"layer {early}, c = 8 on one prompt", (lm, prompts[1:2], V[early], 8.0, early, GOOD, BAD)),
+        Case("c = 0 must give the unsteered score", (lm, prompts, V[mid], 0.0, mid, GOOD, BAD)),
     ]
 
 
