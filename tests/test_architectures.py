@@ -106,6 +106,7 @@ def test_every_site_is_captured_with_its_shape(lm, ids):
     with hooks.capture(lm, hooks.sites(lm)) as cache, torch.no_grad():
         lm.model(input_ids=ids)
     assert sorted(cache) == sorted(hooks.sites(lm)) and len(cache) == 1 + 10 * N_LAYERS
+    assert (lm.n_layers, lm.n_heads, lm.d_model, lm.d_mlp) == (N_LAYERS, N_HEADS, D_MODEL, D_MLP)
     expected = {"embed": (2, 7, D_MODEL), "resid_pre": (2, 7, D_MODEL), "resid_post": (2, 7, D_MODEL),
                 "attn_out": (2, 7, D_MODEL), "mlp_out": (2, 7, D_MODEL), "head": (2, 7, N_HEADS, D_HEAD),
                 "mlp_post": (2, 7, D_MLP), "pattern": (2, N_HEADS, 7, 7),

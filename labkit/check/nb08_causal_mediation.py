@@ -151,9 +151,8 @@ def _neuron_nie_cases(lm=None) -> list[Case]:
     two = [0, 2]
     # neurons (21, 780), (24, 115), (7, 310), (24, 343), (20, 5) of the course model (30 layers, d_mlp 1536), as fractions
     # of the layers and modulo d_mlp so that any model has them
-    n, cfg = lm.n_layers, lm.model.config
-    d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * lm.d_model
-    a, b, c, d, e = [(layer, i % d_mlp) for layer, i in [(n * 7 // 10, 780), (n * 4 // 5, 115), (n // 4, 310),
+    n = lm.n_layers
+    a, b, c, d, e = [(layer, i % lm.d_mlp) for layer, i in [(n * 7 // 10, 780), (n * 4 // 5, 115), (n // 4, 310),
                                                           (n * 4 // 5, 343), (n * 2 // 3, 5)]]
     return [
         Case("the notebook's four prompts, four neurons of three layers at the profession's position",

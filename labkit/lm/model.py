@@ -56,7 +56,9 @@ class LanguageModel:
     * generation: :meth:`generate` (with the chat template);
     * inside the model: :meth:`last_token_states` (every layer's residual stream in one pass),
       :meth:`run_to` (stop after a site), :meth:`run_from` (start at a layer from a given residual stream);
-      the activation sites themselves are :mod:`labkit.lm.hooks`.
+      the activation sites themselves are :mod:`labkit.lm.hooks`;
+    * sizes: ``n_layers``, ``n_heads``, ``d_model``, ``d_mlp`` (the MLP width), ``max_length``, from the config of
+      any supported family, so that code written for one model runs on another.
     """
 
     def __init__(self, model, tokenizer, name: str = "model"):
@@ -76,6 +78,8 @@ class LanguageModel:
         self.n_layers = cfg.num_hidden_layers if hasattr(cfg, "num_hidden_layers") else cfg.n_layer
         self.n_heads = cfg.num_attention_heads if hasattr(cfg, "num_attention_heads") else cfg.n_head
         self.d_model = cfg.hidden_size if hasattr(cfg, "hidden_size") else cfg.n_embd
+        # MLP width (the neurons of mlp_post): GPT-2 leaves n_inner unset for its default 4 · d_model
+        self.d_mlp = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * self.d_model
         self.max_length = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
     def __repr__(self) -> str:
