@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save({"history": {k: v for k, v in hist.items() if k not in ("first_texts", "last_texts")},
+        torch.save({"history": {k: v for k, v in hist.items() if k not in ("texts", "first_texts", "last_texts")},
                     "adapter": [p.detach().cpu().clone() for p in params], "world": dp.world, "rank": dp.rank,
                     "seconds": seconds}, out / f"{args.command}_rank{dp.rank}.pt")
     accelerator.wait_for_everyone()

@@ -410,7 +410,8 @@ class LoraRLOO:
     def train(self, steps: int, progress: bool = True) -> dict:
         """``steps`` on-policy steps; returns the history: per step the mean proxy reward, true reward (when
         tracked), KL estimate mean(log π_θ − log π_ref) of the samples, loss, response length in tokens,
-        seconds, and the ``texts`` sampled at the first and the last step."""
+        seconds and the sampled ``texts`` (a list per step); ``first_texts`` and ``last_texts`` are the first and
+        the last step's."""
         from tqdm.auto import tqdm
 
         steps = V.integer_at_least(steps, "steps", 1)
@@ -424,13 +425,11 @@ class LoraRLOO:
         keys = ["proxy", "kl", "loss", "tokens", "seconds"] + (["true"] if self.true_reward_fn is not None else [])
         hist = {key: [] for key in keys}
         quiet = not progress or (self.dp is not None and not self.dp.is_main)  # one progress bar, on process 0
-        for s in tqdm(range(steps), desc=f"{self.algorithm.upper()} steps", disable=quiet):
+        for _ in tqdm(range(steps), desc=f"{self.algorithm.upper()} steps", disable=quiet):
             m = self.step()
-            for key in keys:
-                hist[key].append(m[key])
-            if s == 0:
-                hist["first_texts"] = m["texts"]
-        hist["last_texts"] = m["texts"]
+            for key in keys + ["texts"]:
+                hist.setdefault(key, []).append(m[key])
+        hist["first_texts"], hist["last_texts"] = hist["texts"][0], hist["texts"][-1]
         hist["samples_per_second"] = steps * len(self.prompts) * self.k / sum(hist["seconds"])
         return hist
 

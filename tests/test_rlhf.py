@@ -202,7 +202,8 @@ def test_lora_rloo_on_the_course_model(lm):
         initial = [p.detach().clone() for p in tr.adapter.adapter_parameters]
         hist = tr.train(2, progress=False)
         assert abs(hist["kl"][0]) < 1e-4 and len(hist["proxy"]) == 2 and len(hist["true"]) == 2
-        assert hist["samples_per_second"] > 0 and len(hist["last_texts"]) == 4
+        assert hist["samples_per_second"] > 0 and len(hist["last_texts"]) == 4 and len(hist["texts"]) == 2
+        assert hist["first_texts"] == hist["texts"][0] and hist["last_texts"] == hist["texts"][1]
         moved = [p for p, p0 in zip(tr.adapter.adapter_parameters, initial) if not torch.equal(p, p0)]
         assert moved, "the RLOO step changed no adapter weight"
     finally:
