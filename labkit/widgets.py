@@ -18,11 +18,12 @@ import html
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle, TextStyle
+
+from labkit.files import atomic_write
 
 __all__ = ["datasheet_form", "DatasheetForm", "preference_form", "PreferenceForm", "PreferenceAnnotations",
            "PreferenceFileError", "load_preferences", "PREFERENCE_FORMAT", "PLANTED_PREFERENCES"]
@@ -206,24 +207,6 @@ def _check_path(path, suffix: str = ".json") -> Path:
     return path
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file in ``path``'s folder, then ``os.replace`` it over ``path``: a reader (or
-    a crash) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_preferences(path) -> dict:
     """Read a preference file written by :class:`PreferenceAnnotations` (or shipped with labkit) and check it.
 
@@ -363,7 +346,7 @@ class PreferenceAnnotations:
 
     def save(self) -> Path:
         """Write the file now (atomically); :meth:`choose` calls it after every answer."""
-        _atomic_write(self.path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        atomic_write(self.path, json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n")
         return self.path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bad_input import Bad
-from labkit import claims, datasets, grading, runtime, stats, threads, validation, viz
+from labkit import claims, datasets, files, grading, runtime, stats, threads, validation, viz
 from labkit.lm import hooks, install, interventions as I, load
 from labkit.lm.model import LanguageModel, left_padded_positions
 
@@ -229,4 +229,17 @@ CASES = [
         TypeError, "lm must be a labkit LanguageModel"),
     Bad("labkit.validation.torch_module", "a function, not a module", lambda: validation.torch_module("model", len), TypeError,
         "model must be a torch.nn.Module"),
+    # ---------------------------------------------------------------- labkit.files
+    Bad("labkit.files.atomic_write", "path not a path", lambda: files.atomic_write(3, b"x"), TypeError,
+        "path must be a file path"),
+    Bad("labkit.files.atomic_write", "data not bytes or text", lambda: files.atomic_write("f.json", {"a": 1}), TypeError,
+        "data must be bytes or str"),
+    Bad("labkit.files.atomic_write", "mode out of range", lambda: files.atomic_write("f.json", b"x", mode=0o1777),
+        ValueError, "mode must be permission bits"),
+    Bad("labkit.files.atomic_write", "mode a string", lambda: files.atomic_write("f.json", b"x", mode="644"),
+        ValueError, "mode must be permission bits"),
+    Bad("labkit.files.atomic_write", "empty path", lambda: files.atomic_write("", b"x"), ValueError,
+        "path must name a file"),
+    Bad("labkit.files.atomic_write", "a folder", lambda: files.atomic_write(Path(__file__).parent, b"x"),
+        IsADirectoryError, "is a folder"),
 ]
