@@ -43,6 +43,11 @@ def _format(value) -> str:
                                                                       separator=", ") + ("…" if value.numel() > 8 else "")
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.item()
+    if isinstance(value, (tuple, list)):  # each number inside formatted like a lone one: no 17-digit reprs
+        inner = ", ".join(_format(v) for v in value)
+        return f"({inner}{',' if len(value) == 1 else ''})" if isinstance(value, tuple) else f"[{inner}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_format(k)}: {_format(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool) or isinstance(value, np.bool_):
         return str(bool(value))
     if isinstance(value, numbers.Integral):

@@ -17,6 +17,14 @@ def test_a_true_claim_prints_its_evidence(capsys):
     assert "✓ a tensor truth value\n" in out and "p = 2.5e-05" in out and "v = tensor [2] [1., 2.]" in out
 
 
+def test_numbers_inside_tuples_lists_and_dicts_are_formatted_like_lone_numbers(capsys):
+    claim(True, "nested", top=[(" the", 0.1573503017425537), (" she", 0.11843807250261307)], ci=(0.3, 0.2999999999999999, 12345),
+          one=(0.5,), shares={"direct": 0.06834715604782104, 3: torch.tensor(0.25)})
+    out = capsys.readouterr().out
+    assert out == ("✓ nested (top = [(' the', 0.1574), (' she', 0.1184)], ci = (0.3, 0.3, 12,345), one = (0.5,), "
+                   "shares = {'direct': 0.06835, 3: 0.25})\n")
+
+
 def test_a_false_claim_raises_with_the_numbers():
     with pytest.raises(ClaimFailed, match=r"'the null control is not significant'.*p = 0\.0081.*d = 0\.7"):
         claim(0.0081 > 0.05, "the null control is not significant", p=0.0081, d=0.70)
