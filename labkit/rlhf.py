@@ -422,13 +422,13 @@ class LoraRLOO:
         else:  # every process its own random stream, and the same adapter to start from
             torch.manual_seed(self.seed + 1000003 * self.dp.rank)
             self.dp.broadcast_(self.adapter.adapter_parameters)
-        keys = ["proxy", "kl", "loss", "tokens", "seconds"] + (["true"] if self.true_reward_fn is not None else [])
+        keys = ["proxy", "kl", "loss", "tokens", "seconds", "texts"] + (["true"] if self.true_reward_fn is not None else [])
         hist = {key: [] for key in keys}
         quiet = not progress or (self.dp is not None and not self.dp.is_main)  # one progress bar, on process 0
         for _ in tqdm(range(steps), desc=f"{self.algorithm.upper()} steps", disable=quiet):
             m = self.step()
-            for key in keys + ["texts"]:
-                hist.setdefault(key, []).append(m[key])
+            for key in keys:
+                hist[key].append(m[key])
         hist["first_texts"], hist["last_texts"] = hist["texts"][0], hist["texts"][-1]
         hist["samples_per_second"] = steps * len(self.prompts) * self.k / sum(hist["seconds"])
         return hist
